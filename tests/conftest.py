@@ -1,0 +1,46 @@
+"""Shared fixtures: the fake Anthropic API, and watcher instrumented into an in-memory span catcher."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import anthropic
+import pytest
+
+import watcher
+from watcher._capture import SpanCapture
+from watcher.settings import Settings
+from watcher.testing import FakeAnthropic
+
+# The SDK's own call spans are switched off unless a test turns them on: tests count spans.
+os.environ.setdefault("ANTHROPIC_OPEN_TELEMETRY", "false")
+
+
+@pytest.fixture
+def fake_api() -> Iterator[FakeAnthropic]:
+    with FakeAnthropic() as fake:
+        yield fake
+
+
+@pytest.fixture
+def capture() -> Iterator[SpanCapture]:
+    """watcher instrumented for the test, its spans kept in memory; uninstrumented after."""
+    spans = SpanCapture()
+    watcher.instrument(Settings(), tracer_provider=spans.provider)
+    try:
+        yield spans
+    finally:
+        watcher.uninstrument()
+        spans.provider.shutdown()
+
+
+@pytest.fixture
+def client(capture: SpanCapture, fake_api: FakeAnthropic) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=fake_api.base_url, api_key="test-key", max_retries=2) as instrumented:
+        yield instrumented
+
+
+@pytest.fixture
+def async_client(capture: SpanCapture, fake_api: FakeAnthropic) -> anthropic.AsyncAnthropic:
+    return anthropic.AsyncAnthropic(base_url=fake_api.base_url, api_key="test-key", max_retries=2)

@@ -1,0 +1,140 @@
+"""Which OpenTelemetry pipeline the spans take, proven with the real OTLP/HTTP exporter in fresh processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+
+from watcher._capture import OTLPReceiver
+from watcher.testing import FakeAnthropic
+
+CALL = """
+import anthropic
+client = anthropic.Anthropic(base_url=BASE_URL, api_key="k")
+client.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+"""
+
+
+@pytest.fixture
+def receiver() -> Iterator[OTLPReceiver]:
+    with OTLPReceiver() as running:
+        yield running
+
+
+def run_app(script: str, fake: FakeAnthropic, **env: str) -> subprocess.CompletedProcess[str]:
+    """Runs `script` as a fresh application process, as a user would, and waits for it to exit."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "WATCHER_", "ANTHROPIC_"))}
+    full_env.update(env)
+    code = f"BASE_URL = {fake.base_url!r}\n" + textwrap.dedent(script)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_import_auto_exports_cost_spans_to_the_daemon_endpoint_and_flushes_at_exit(
+    fake_api: FakeAnthropic, receiver: OTLPReceiver
+) -> None:
+    """`import watcher.auto` sends spans over real OTLP/HTTP to WATCHER_ENDPOINT; exit flushes them."""
+    run_app(
+        "import watcher.auto\n" + CALL,
+        fake_api,
+        WATCHER_ENDPOINT=receiver.endpoint,
+        OTEL_SERVICE_NAME="billing-api",
+        OTEL_RESOURCE_ATTRIBUTES="deployment.environment=staging",
+    )
+    [span] = receiver.wait_for(1)
+    assert span.name == "chat claude-haiku-4-5"
+    assert span.attributes["gen_ai.usage.cost.amount"] > 0
+    assert span.resource["service.name"] == "billing-api"
+    assert span.resource["deployment.environment"] == "staging"
+
+
+def test_a_stream_left_open_at_exit_is_recorded_not_lost(fake_api: FakeAnthropic, receiver: OTLPReceiver) -> None:
+    """An application that exits mid-stream still reports the spend that stream had reported."""
+    script = """
+    import watcher.auto, anthropic
+    client = anthropic.Anthropic(base_url=BASE_URL, api_key="k")
+    stream = client.messages.create(model="claude-haiku-4-5", max_tokens=8, stream=True,
+                                    messages=[{"role": "user", "content": "hi"}])
+    next(iter(stream))
+    """
+    run_app(script, fake_api, WATCHER_ENDPOINT=receiver.endpoint)
+    [span] = receiver.wait_for(1)
+    assert span.attributes["watcher.stream.outcome"] == "abandoned"
+    assert span.attributes["gen_ai.usage.input_tokens"] == 12
+
+
+def test_standard_otlp_variables_take_precedence_over_the_watcher_endpoint(
+    fake_api: FakeAnthropic, receiver: OTLPReceiver
+) -> None:
+    """With OTEL_EXPORTER_OTLP_ENDPOINT set, spans go where the application's OpenTelemetry settings say."""
+    run_app(
+        "import watcher.auto\n" + CALL,
+        fake_api,
+        WATCHER_ENDPOINT="http://127.0.0.1:9",
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+    )
+    assert len(receiver.wait_for(1)) == 1
+
+
+def test_an_application_provider_set_after_import_gets_the_spans_and_watcher_adds_none(
+    fake_api: FakeAnthropic,
+) -> None:
+    """When the app sets a global TracerProvider (even after `import watcher.auto`), spans go there only."""
+    script = """
+    import json, watcher.auto, anthropic
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    client = anthropic.Anthropic(base_url=BASE_URL, api_key="k")
+    client.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+    print(json.dumps([[s.name, "gen_ai.usage.cost.amount" in s.attributes] for s in exporter.get_finished_spans()]))
+    """
+    done = run_app(script, fake_api, WATCHER_ENDPOINT="http://127.0.0.1:9")
+    spans = json.loads(done.stdout)
+    assert ["chat claude-haiku-4-5", True] in spans
+    assert sum(has_cost for _, has_cost in spans) == 1
+
+
+def test_with_the_sdks_own_tracing_on_there_is_exactly_one_cost_bearing_span(fake_api: FakeAnthropic) -> None:
+    """The SDK's `anthropic.messages.create` span and watcher's coexist; only watcher's carries a cost."""
+    script = """
+    import json, watcher.auto, anthropic
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    client = anthropic.Anthropic(base_url=BASE_URL, api_key="k")
+    client.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+    with client.messages.stream(model="claude-haiku-4-5", max_tokens=8,
+                                messages=[{"role": "user", "content": "hi"}]) as s:
+        s.get_final_message()
+    spans = exporter.get_finished_spans()
+    print(json.dumps([[s.name, "gen_ai.usage.cost.amount" in s.attributes,
+                       s.parent.span_id if s.parent else None, s.context.span_id] for s in spans]))
+    """
+    done = run_app(script, fake_api, ANTHROPIC_OPEN_TELEMETRY="true")
+    spans = json.loads(done.stdout)
+    names = [name for name, *_ in spans]
+    assert names.count("anthropic.messages.create") == 2
+    costed = [span for span in spans if span[1]]
+    assert len(costed) == 2
+    sdk_ids = {span_id for name, _, _, span_id in spans if name == "anthropic.messages.create"}
+    assert all(parent in sdk_ids for _, _, parent, _ in costed)

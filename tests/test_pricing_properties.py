@@ -1,0 +1,123 @@
+"""Property-based tests of the pricing arithmetic: linearity, monotonicity, exact multipliers."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from watcher.pricing import Cost, PriceTable, TokenUsage, default_price_table
+
+TABLE: PriceTable = default_price_table()
+COUNT_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "web_search_requests",
+)
+# Keeps the prompt of a + b (four prompt fields, each at most 2 x 12,000) at or under 100K,
+# the lowest long-context threshold, so no tier is crossed.
+SMALL = st.integers(min_value=0, max_value=12_000)
+
+# Opus 4.6, Sonnet 4.6 and every later model charge 1.1x for US-only inference.
+US_GEO_MODELS = frozenset(
+    {
+        *("claude-opus-4-6", "claude-opus-4-7", "claude-opus-4-8", "claude-opus-5", "claude-opus-5-5"),
+        *("claude-sonnet-4-6", "claude-sonnet-5", "claude-sonnet-5-5", "claude-haiku-5-5"),
+        *("claude-fable-5", "claude-fable-5-1", "claude-fable-5-2", "claude-mythos-preview"),
+        *("claude-mythos-5", "claude-mythos-5-1", "claude-mythos-5-2"),
+    }
+)
+
+models = st.sampled_from(TABLE.models)
+moments = st.dates(date(2024, 1, 1), date(2027, 12, 31)).map(lambda d: datetime.combine(d, time(12), UTC))
+
+
+@st.composite
+def usages(draw: st.DrawFn, counts: st.SearchStrategy[int] = SMALL) -> TokenUsage:
+    """A usage record with small counts and any mix of tier, geo, speed and batch."""
+    return TokenUsage(
+        *(draw(counts) for _ in COUNT_FIELDS),
+        service_tier=draw(st.sampled_from([None, "standard", "priority", "batch"])),
+        inference_geo=draw(st.sampled_from([None, "us", "global"])),
+        speed=draw(st.sampled_from([None, "standard", "fast"])),
+        batch=draw(st.booleans()),
+    )
+
+
+def plus(a: TokenUsage, b: TokenUsage) -> TokenUsage:
+    """``a`` with every count increased by ``b``'s (modifiers from ``a``)."""
+    return replace(a, **{name: getattr(a, name) + getattr(b, name) for name in COUNT_FIELDS})
+
+
+def tokens_usd(cost: Cost) -> Decimal:
+    """Everything but the server-tool fees."""
+    return cost.total_usd - cost.tools_usd
+
+
+@given(models, usages(), usages(), moments)
+def test_cost_is_linear_within_a_tier(model: str, a: TokenUsage, b: TokenUsage, at: datetime) -> None:
+    """Pricing a + b costs exactly cost(a) + cost(b) when no tier threshold is crossed."""
+    b = replace(b, service_tier=a.service_tier, inference_geo=a.inference_geo, speed=a.speed, batch=a.batch)
+    both = TABLE.cost(model, plus(a, b), at=at).total_usd
+    assert both == TABLE.cost(model, a, at=at).total_usd + TABLE.cost(model, b, at=at).total_usd
+
+
+@given(models, usages(), st.sampled_from(COUNT_FIELDS), st.integers(1, 12_000), moments)
+def test_more_tokens_never_cost_less(
+    model: str, usage: TokenUsage, field: str, extra: int, at: datetime
+) -> None:
+    """Raising any one count never lowers the cost, within a tier."""
+    more = replace(usage, **{field: getattr(usage, field) + extra})
+    assert TABLE.cost(model, more, at=at).total_usd >= TABLE.cost(model, usage, at=at).total_usd
+
+
+@given(models, usages(), moments)
+def test_batch_exactly_halves_token_costs(model: str, usage: TokenUsage, at: datetime) -> None:
+    """Batch pricing is exactly half the token cost; server-tool fees are unchanged."""
+    online = TABLE.cost(model, replace(usage, batch=False, service_tier=None), at=at)
+    batch = TABLE.cost(model, replace(usage, batch=True, service_tier=None), at=at)
+    assert tokens_usd(batch) * 2 == tokens_usd(online)
+    assert batch.tools_usd == online.tools_usd
+
+
+@given(models, usages(), moments)
+def test_us_geo_is_exactly_1_1x_on_eligible_models(model: str, usage: TokenUsage, at: datetime) -> None:
+    """US-only inference costs exactly 1.1x the token cost on eligible models and 1x on others."""
+    anywhere = TABLE.cost(model, replace(usage, inference_geo=None), at=at)
+    us_only = TABLE.cost(model, replace(usage, inference_geo="us"), at=at)
+    factor = Decimal("1.1") if model in US_GEO_MODELS else Decimal(1)
+    assert tokens_usd(us_only) == tokens_usd(anywhere) * factor
+
+
+@given(models, st.integers(0, 10**7), moments)
+def test_1h_write_costs_2_over_1_25_of_5m_write(model: str, count: int, at: datetime) -> None:
+    """A 1-hour cache write costs 2/1.25 of a 5-minute write of the same size (2/1.2 on Claude 3 Haiku)."""
+    five = TABLE.cost(model, TokenUsage(cache_write_5m_tokens=count), at=at).cache_write_usd
+    hour = TABLE.cost(model, TokenUsage(cache_write_1h_tokens=count), at=at).cache_write_usd
+    five_multiplier = Decimal("1.2") if model == "claude-3-haiku" else Decimal("1.25")
+    assert hour * five_multiplier == five * 2
+
+
+@given(models, usages(st.integers(0, 10**7)), moments)
+def test_total_is_the_sum_of_parts_and_never_negative(model: str, usage: TokenUsage, at: datetime) -> None:
+    """The total is exactly the five category amounts added, and no amount is negative."""
+    cost = TABLE.cost(model, usage, at=at)
+    parts = (cost.input_usd, cost.output_usd, cost.cache_read_usd, cost.cache_write_usd, cost.tools_usd)
+    assert cost.total_usd == sum(parts, Decimal(0))
+    assert all(part >= 0 for part in parts)
+
+
+@given(st.text(min_size=1, max_size=30), usages(st.integers(0, 10**6)), moments)
+def test_unknown_models_never_cost_zero(name: str, usage: TokenUsage, at: datetime) -> None:
+    """An unknown model with any tokens is estimated at a non-zero cost, never silently $0."""
+    if TABLE.resolve(name) is not None:
+        return
+    cost = TABLE.cost(name, usage, at=at)
+    assert cost.estimated
+    assert (cost.total_usd > 0) == (usage.prompt_tokens + usage.output_tokens + usage.web_search_requests > 0)

@@ -1,0 +1,19 @@
+"""watcher: spend observability and budget enforcement for applications that call the Claude API."""
+
+from ._context import request_type
+from ._hook import instrument, uninstrument
+from ._version import __version__
+from .exceptions import BudgetExceeded, ConfigError, PricingError, WatcherError
+from .settings import Settings
+
+__all__ = [
+    "BudgetExceeded",
+    "ConfigError",
+    "PricingError",
+    "Settings",
+    "WatcherError",
+    "__version__",
+    "instrument",
+    "request_type",
+    "uninstrument",
+]

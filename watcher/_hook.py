@@ -1,0 +1,70 @@
+"""`instrument()` and `uninstrument()`: turning the hook on and off for the whole process."""
+
+from __future__ import annotations
+
+import atexit
+import threading
+
+from opentelemetry.trace import TracerProvider
+
+from ._instrument._middleware import Hook, set_hook
+from ._instrument._patch import patch_clients, unpatch_clients
+from ._instrument._record import Recorder
+from ._instrument._streams import finish_live_streams
+from ._instrument._tracer import TracerChoice
+from .pricing import PriceTable, load_price_table
+from .settings import Settings
+
+__all__ = ["instrument", "uninstrument"]
+
+_lock = threading.Lock()
+_installed: list[TracerChoice] = []
+
+
+def instrument(
+    settings: Settings | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    price_table: PriceTable | None = None,
+) -> None:
+    """Makes every Anthropic client built from now on emit a cost span per billed response.
+
+    Idempotent: a second call while instrumented does nothing (call `uninstrument()` first to
+    change settings). `settings` defaults to `Settings()` (environment, `.env`, `watcher.toml`);
+    `tracer_provider` overrides the choice of pipeline (see docs/spans.md); `price_table`
+    defaults to the shipped one plus `WATCHER_PRICES_FILE`. Raises ConfigError for a bad price
+    file, here and never later on a call. Clients built before this call are not instrumented.
+    """
+    with _lock:
+        if _installed:
+            return
+        settings = settings if settings is not None else Settings()
+        prices = price_table if price_table is not None else load_price_table(settings.prices_file)
+        tracer = TracerChoice(settings, tracer_provider)
+        recorder = Recorder(tracer, prices, settings.default_request_type, settings.capture_content)
+        set_hook(Hook(recorder))
+        patch_clients()
+        atexit.register(_at_exit, tracer)
+        _installed.append(tracer)
+
+
+def uninstrument() -> None:
+    """Stops recording: records streams still open, flushes watcher's own exporter, restores the SDK.
+
+    Idempotent. Clients built while instrumented keep an inert middleware and make plain calls.
+    """
+    with _lock:
+        if not _installed:
+            return
+        unpatch_clients()
+        finish_live_streams()
+        set_hook(None)
+        tracer = _installed.pop()
+        atexit.unregister(_at_exit)
+        tracer.shutdown()
+
+
+def _at_exit(tracer: TracerChoice) -> None:
+    """Records streams still open, then flushes watcher's own exporter: no spend is lost at exit."""
+    finish_live_streams()
+    tracer.shutdown()

@@ -1,0 +1,201 @@
+"""The SDK middleware: sees every HTTP attempt, and turns each billed response into a cost span."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from anthropic import APIRequest, Middleware
+
+from .._context import current_request_type
+from ._record import CallInfo, Recorder, field_of, warn_once
+from ._streams import StreamTally, attach_body_watch, observe, observe_async
+
+__all__ = ["Hook", "WatcherMiddleware", "set_hook"]
+
+MESSAGE, BATCH_CREATE, BATCH_RESULTS = "message", "batch_create", "batch_results"
+_MAX_BATCHES = 10_000
+
+
+def route_of(request: APIRequest) -> str | None:
+    """Which billed operation a request is, from its method and path; None for everything else."""
+    path = request.url.split("?", 1)[0].rstrip("/")
+    method = request.method.lower()
+    if method == "post":
+        if path.endswith("/v1/messages"):
+            return MESSAGE
+        if path.endswith("/v1/messages/batches"):
+            return BATCH_CREATE
+    elif method == "get" and path.endswith("/results") and "/messages/batches/" in path:
+        return BATCH_RESULTS
+    return None
+
+
+def _batch_id(request: APIRequest) -> str:
+    return request.url.split("?", 1)[0].rstrip("/").split("/")[-2]
+
+
+def _noop(outcome: str) -> None:
+    return None
+
+
+class Hook:
+    """What the middleware does while watcher is instrumented; one per `instrument()`.
+
+    Runs on the application's thread (or event loop) inside the SDK's retry loop, once per HTTP
+    attempt. A failed attempt (429, 529, 5xx) has no usage and costs nothing, so only a 2xx
+    response is recorded; retries therefore never double-count. Everything it adds is caught
+    and logged: it never breaks the call.
+    """
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self._batch_types: OrderedDict[str, str] = OrderedDict()
+
+    def begin(self, request: APIRequest, platform: str, route: str) -> CallInfo:
+        """What is known of the call before it is sent."""
+        body = request.json if isinstance(request.json, Mapping) else None
+        model = body.get("model") if body else None
+        call = CallInfo(
+            request_model=model if isinstance(model, str) else None,
+            request_type=current_request_type() or self.recorder.default_request_type,
+            platform=platform,
+            stream=bool(request.stream and route == MESSAGE),
+        )
+        if route == MESSAGE:
+            call.content = self.recorder.request_content(body)
+        elif route == BATCH_RESULTS:
+            call.batch_id = _batch_id(request)
+            call.request_type = self._batch_types.get(call.batch_id, self.recorder.default_request_type)
+        return call
+
+    def handle(self, request: APIRequest, call_next: Callable[[APIRequest], Any], platform: str) -> Any:
+        route = route_of(request)
+        if route is None:
+            return call_next(request)
+        call = self._safe_begin(request, platform, route)
+        response = call_next(request)
+        if call is not None and _succeeded(response):
+            try:
+                self._after(route, call, response, response.parse())
+            except Exception as exc:
+                warn_once("read a response", exc)
+        return response
+
+    async def handle_async(
+        self, request: APIRequest, call_next: Callable[[APIRequest], Awaitable[Any]], platform: str
+    ) -> Any:
+        route = route_of(request)
+        if route is None:
+            return await call_next(request)
+        call = self._safe_begin(request, platform, route)
+        response = await call_next(request)
+        if call is not None and _succeeded(response):
+            try:
+                self._after(route, call, response, await response.parse())
+            except Exception as exc:
+                warn_once("read a response", exc)
+        return response
+
+    def _safe_begin(self, request: APIRequest, platform: str, route: str) -> CallInfo | None:
+        try:
+            return self.begin(request, platform, route)
+        except Exception as exc:
+            warn_once("inspect a request", exc)
+            return None
+
+    def _after(self, route: str, call: CallInfo, response: Any, parsed: Any) -> None:
+        if route == MESSAGE:
+            if call.stream:
+                self._follow_stream(call, response, parsed)
+            else:
+                self._record_message(call, parsed)
+        elif route == BATCH_CREATE:
+            self._remember_batch(field_of(parsed, "id"), call.request_type)
+        else:
+            _wrap_items(parsed, lambda item: self._batch_item(call, item), _noop)
+
+    def _record_message(self, call: CallInfo, message: object) -> None:
+        self.recorder.record(
+            call,
+            field_of(message, "usage"),
+            response_id=field_of(message, "id"),
+            response_model=field_of(message, "model"),
+            extra=self.recorder.response_content(message),
+        )
+
+    def _follow_stream(self, call: CallInfo, response: Any, stream: object) -> None:
+        tally = StreamTally(self.recorder, call)
+        attach_body_watch(response.http_response, tally.finish)
+        _wrap_items(stream, tally.item, tally.finish)
+
+    def _remember_batch(self, batch_id: object, request_type: str) -> None:
+        if isinstance(batch_id, str):
+            self._batch_types[batch_id] = request_type
+            while len(self._batch_types) > _MAX_BATCHES:
+                self._batch_types.popitem(last=False)
+
+    def _batch_item(self, call: CallInfo, item: object) -> None:
+        result = field_of(item, "result")
+        if field_of(result, "type") != "succeeded":
+            return
+        message = field_of(result, "message")
+        self._record_message(dataclasses.replace(call, start_ns=time.time_ns()), message)
+
+
+def _succeeded(response: Any) -> bool:
+    status = getattr(response, "status_code", None)
+    return isinstance(status, int) and 200 <= status < 300
+
+
+def _wrap_items(
+    source: Any, on_item: Callable[[object], None], on_end: Callable[[str], None]
+) -> None:
+    """Makes `source` (an SDK Stream, AsyncStream or JSONL decoder) show its items to `on_item`.
+
+    Both iteration paths of these classes, `for` and `next()`, read `_iterator`, so wrapping it
+    sees every item whichever path the application (or a helper such as `messages.stream()`) takes.
+    """
+    inner = source._iterator
+    if hasattr(inner, "__anext__"):
+        source._iterator = observe_async(inner, on_item, on_end)
+    else:
+        source._iterator = observe(inner, on_item, on_end)
+
+
+class WatcherMiddleware(Middleware):
+    """The middleware watcher adds to every client; it does nothing unless watcher is instrumented.
+
+    One instance per client (its platform differs); it finds the active `Hook` at call time, so
+    `uninstrument()` turns existing clients back into plain ones without touching them.
+    """
+
+    def __init__(self, platform: str) -> None:
+        self.platform = platform
+
+    def handle(self, request: APIRequest, call_next: Any) -> Any:
+        hook = _active.hook
+        if hook is None:
+            return call_next(request)
+        return hook.handle(request, call_next, self.platform)
+
+    async def handle_async(self, request: APIRequest, call_next: Any) -> Any:
+        hook = _active.hook
+        if hook is None:
+            return await call_next(request)
+        return await hook.handle_async(request, call_next, self.platform)
+
+
+class _Active:
+    hook: Hook | None = None
+
+
+_active = _Active()
+
+
+def set_hook(hook: Hook | None) -> None:
+    """Makes `hook` the one every WatcherMiddleware uses (None: pass every call straight through)."""
+    _active.hook = hook

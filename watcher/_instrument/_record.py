@@ -1,0 +1,206 @@
+"""Turns one billed response's usage into one cost span."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from ..pricing import PriceTable, TokenUsage
+from ._tracer import TracerChoice
+
+__all__ = ["CallInfo", "Recorder", "field_of", "warn_once"]
+
+log = logging.getLogger("watcher")
+_warned: set[str] = set()
+
+Attributes = dict[str, AttributeValue]
+
+
+def warn_once(what: str, exc: BaseException) -> None:
+    """Logs a hook failure: a warning the first time for each `what`, debug after that."""
+    level = logging.DEBUG if what in _warned else logging.WARNING
+    _warned.add(what)
+    log.log(level, "watcher could not %s; the Anthropic call itself is unaffected", what, exc_info=exc)
+
+
+def field_of(obj: object, name: str) -> Any:
+    """`obj[name]` for a dict from JSON, `obj.name` for an SDK model; None when absent."""
+    if type(obj) is dict:  # not isinstance(Mapping): an ABC check per field is measurable per event
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+@dataclass(slots=True)
+class CallInfo:
+    """What the hook knows of a call before its response arrives."""
+
+    request_model: str | None
+    request_type: str
+    platform: str
+    stream: bool = False
+    start_ns: int = field(default_factory=time.time_ns)
+    parent: otel_context.Context = field(default_factory=otel_context.get_current)
+    batch_id: str | None = None
+    content: Attributes | None = None
+
+
+def _token_attributes(usage: TokenUsage) -> Attributes:
+    cache_write = usage.cache_write_5m_tokens + usage.cache_write_1h_tokens
+    return {
+        "gen_ai.usage.input_tokens": usage.input_tokens + usage.cache_read_tokens + cache_write,
+        "gen_ai.usage.output_tokens": usage.output_tokens,
+        "gen_ai.usage.cache_read.input_tokens": usage.cache_read_tokens,
+        "gen_ai.usage.cache_write.input_tokens": cache_write,
+        "anthropic.usage.uncached_input_tokens": usage.input_tokens,
+        "anthropic.usage.cache_creation.ephemeral_5m_input_tokens": usage.cache_write_5m_tokens,
+        "anthropic.usage.cache_creation.ephemeral_1h_input_tokens": usage.cache_write_1h_tokens,
+        "anthropic.usage.server_tool_use.web_search_requests": usage.web_search_requests,
+    }
+
+
+def _optional_attributes(usage: TokenUsage) -> Attributes:
+    found: Attributes = {}
+    if usage.service_tier:
+        found["anthropic.response.service_tier"] = usage.service_tier
+    if usage.inference_geo:
+        found["anthropic.usage.inference_geo"] = usage.inference_geo
+    if usage.speed:
+        found["anthropic.usage.speed"] = usage.speed
+    return found
+
+
+class Recorder:
+    """Prices usage and emits the cost span; built once by `instrument()`.
+
+    `record` is called on the application's thread right after a response (or a stream's end)
+    and never blocks on I/O: the span goes to the provider's batch processor. It never raises;
+    a failure is logged and the call goes on.
+    """
+
+    def __init__(
+        self,
+        tracer: TracerChoice,
+        prices: PriceTable,
+        default_request_type: str,
+        capture_content: bool,
+    ) -> None:
+        self.tracer = tracer
+        self.prices = prices
+        self.default_request_type = default_request_type
+        self.capture_content = capture_content
+        self.request_content: Callable[[Mapping[str, Any] | None], Attributes | None] = (
+            _request_content if capture_content else _no_content
+        )
+        self.response_content: Callable[[object], Attributes] = (
+            _response_content if capture_content else _no_response_content
+        )
+
+    def record(
+        self,
+        call: CallInfo,
+        usage_obj: object,
+        *,
+        response_id: str | None,
+        response_model: str | None,
+        extra: Attributes | None = None,
+        error: bool = False,
+    ) -> None:
+        """Prices `usage_obj` (an SDK Usage or its JSON) for `call` and emits the cost span."""
+        try:
+            self._emit(call, usage_obj, response_id, response_model, extra, error)
+        except Exception as exc:
+            warn_once("record a cost span", exc)
+
+    def _emit(
+        self,
+        call: CallInfo,
+        usage_obj: object,
+        response_id: str | None,
+        response_model: str | None,
+        extra: Attributes | None,
+        error: bool,
+    ) -> None:
+        batch = call.batch_id is not None
+        usage = TokenUsage.from_anthropic(usage_obj, batch=batch) if usage_obj is not None else TokenUsage()
+        model = response_model or call.request_model or "unknown"
+        cost = self.prices.cost(model, usage)
+        attributes: Attributes = {
+            "gen_ai.provider.name": "anthropic",
+            "gen_ai.operation.name": "chat",
+            **_token_attributes(usage),
+            **_optional_attributes(usage),
+            "gen_ai.usage.cost.amount": float(cost.total_usd),
+            "gen_ai.usage.cost.currency": "USD",
+            "gen_ai.usage.cost.source": "local",
+            "watcher.cost.input_usd": float(cost.input_usd),
+            "watcher.cost.output_usd": float(cost.output_usd),
+            "watcher.cost.cache_read_usd": float(cost.cache_read_usd),
+            "watcher.cost.cache_write_usd": float(cost.cache_write_usd),
+            "watcher.cost.tools_usd": float(cost.tools_usd),
+            "watcher.cost.estimated": cost.estimated,
+            "watcher.pricing.version": cost.pricing_version,
+            "watcher.pricing.model": cost.model,
+            "watcher.request_type": call.request_type,
+            "watcher.platform": call.platform,
+        }
+        if cost.flags:
+            attributes["watcher.cost.flags"] = list(cost.flags)
+        if call.request_model:
+            attributes["gen_ai.request.model"] = call.request_model
+        if response_model:
+            attributes["gen_ai.response.model"] = response_model
+        if response_id:
+            attributes["gen_ai.response.id"] = response_id
+        if call.stream:
+            attributes["gen_ai.request.stream"] = True
+        if call.batch_id:
+            attributes["watcher.batch.id"] = call.batch_id
+        if call.content:
+            attributes.update(call.content)
+        if extra:
+            attributes.update(extra)
+        span = self.tracer.get().start_span(
+            f"chat {call.request_model or model}",
+            context=call.parent,
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            start_time=call.start_ns,
+        )
+        if error:
+            span.set_status(Status(StatusCode.ERROR, "the response stream did not finish"))
+        span.end()
+
+
+def _no_content(body: Mapping[str, Any] | None) -> None:
+    return None
+
+
+def _no_response_content(message: object) -> Attributes:
+    return {}
+
+
+def _request_content(body: Mapping[str, Any] | None) -> Attributes | None:
+    """The prompt as GenAI-convention JSON attributes; only used with WATCHER_CAPTURE_CONTENT=true."""
+    if not body:
+        return None
+    found: Attributes = {"gen_ai.input.messages": json.dumps(body.get("messages"), default=str)}
+    if body.get("system") is not None:
+        found["gen_ai.system_instructions"] = json.dumps(body.get("system"), default=str)
+    return found
+
+
+def _response_content(message: object) -> Attributes:
+    """The response content blocks as JSON; only used with WATCHER_CAPTURE_CONTENT=true."""
+    content = field_of(message, "content")
+    if content is None:
+        return {}
+    blocks = [block if isinstance(block, Mapping) else block.model_dump(mode="json") for block in content]
+    return {"gen_ai.output.messages": json.dumps(blocks, default=str)}

@@ -1,0 +1,87 @@
+"""Which OpenTelemetry pipeline the hook's spans go to: the application's, or a private one to the daemon."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from .._version import __version__
+from ..settings import Settings
+
+__all__ = ["TracerChoice"]
+
+log = logging.getLogger("watcher")
+SCOPE = "watcher"
+_OTEL_ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+def _app_has_provider() -> bool:
+    """Whether the application set a global TracerProvider (the API's default is a proxy)."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+def _private_provider(settings: Settings) -> TracerProvider:
+    """A provider that exports to the watcher daemon, or to the endpoint the standard OTLP variables name.
+
+    It is not made global, so the application's own OpenTelemetry setup is untouched, and the
+    SDK's own call spans stay off unless the application turns them on. `instrument()` flushes
+    it at exit, after recording any stream still open.
+    """
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    if any(os.environ.get(var) for var in _OTEL_ENDPOINT_VARS):
+        exporter = OTLPSpanExporter()
+    else:
+        exporter = OTLPSpanExporter(endpoint=f"{settings.endpoint}/v1/traces")
+    provider = TracerProvider(resource=Resource.create(), shutdown_on_exit=False)
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=settings.export_delay_ms))
+    return provider
+
+
+class TracerChoice:
+    """Gives the tracer for cost spans, settled once, at the first span.
+
+    An explicit provider wins. Otherwise, an application that sets its global provider after
+    `import watcher.auto` (the usual order) still gets the spans in its own pipeline: the
+    choice is made when the first span is recorded, and the private provider, built in
+    advance so that no import happens on a call, is shut down unused when it is not needed.
+    """
+
+    def __init__(self, settings: Settings, provider: trace.TracerProvider | None = None) -> None:
+        self._private: TracerProvider | None = None
+        self._lock = threading.Lock()
+        if provider is not None:
+            self.get: Callable[[], trace.Tracer] = self._fixed(provider.get_tracer(SCOPE, __version__))
+            return
+        if not _app_has_provider():
+            self._private = _private_provider(settings)
+        self.get = self._first
+
+    @staticmethod
+    def _fixed(tracer: trace.Tracer) -> Callable[[], trace.Tracer]:
+        return lambda: tracer
+
+    def _first(self) -> trace.Tracer:
+        with self._lock:
+            if self.get != self._first:  # another thread settled it while this one waited
+                return self.get()
+            if self._private is None or _app_has_provider():
+                self.shutdown()
+                tracer = trace.get_tracer(SCOPE, __version__)
+            else:
+                tracer = self._private.get_tracer(SCOPE, __version__)
+            self.get = self._fixed(tracer)
+            return tracer
+
+    def shutdown(self) -> None:
+        """Flushes and stops the private provider, if watcher made one; the application's is left alone."""
+        if self._private is not None:
+            self._private.shutdown()
+            self._private = None

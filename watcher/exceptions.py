@@ -1,0 +1,42 @@
+"""The errors watcher raises; each message says what to do about it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+
+class WatcherError(Exception):
+    """Base class of every error watcher raises on purpose."""
+
+
+class ConfigError(WatcherError):
+    """A setting, price file or config file is invalid; raised when it is loaded, never on a call."""
+
+
+class PricingError(WatcherError):
+    """A price table or usage record cannot be priced as given."""
+
+
+class BudgetExceeded(WatcherError):
+    """A budget's kill switch covers this call, so it was refused before a byte was sent.
+
+    Raised by the instrumentation hook instead of the Anthropic call. It is the one error the
+    hook lets through to the application on purpose.
+    """
+
+    def __init__(
+        self,
+        budget: str,
+        *,
+        spend_usd: float,
+        limit_usd: float,
+        resets_at: datetime | None = None,
+    ) -> None:
+        self.budget = budget
+        self.spend_usd = spend_usd
+        self.limit_usd = limit_usd
+        self.resets_at = resets_at
+        reset = f", resets at {resets_at.isoformat()}" if resets_at else ""
+        super().__init__(
+            f"budget {budget!r} is over its kill threshold: ${spend_usd:.2f} spent of ${limit_usd:.2f}{reset}"
+        )

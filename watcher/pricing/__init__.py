@@ -1,0 +1,7 @@
+"""Exact USD pricing of Claude API calls from token usage and a dated price table."""
+
+from watcher.pricing._engine import PriceTable
+from watcher.pricing._load import default_price_table, load_price_table
+from watcher.pricing._usage import Cost, TokenUsage
+
+__all__ = ["Cost", "PriceTable", "TokenUsage", "default_price_table", "load_price_table"]

@@ -1,0 +1,140 @@
+"""The PriceTable: name resolution, unknown-model estimates and the per-call cost arithmetic."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from types import MappingProxyType
+
+from watcher.exceptions import PricingError
+from watcher.pricing._names import candidates
+from watcher.pricing._rates import BATCH, FAST, GEO, LONG, ModelPrices, Rates
+from watcher.pricing._usage import Cost, TokenUsage
+
+__all__ = ["PriceTable"]
+
+_log = logging.getLogger("watcher.pricing")
+_ZERO = Decimal(0)
+_CACHE_LIMIT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _Match:
+    """What a model name prices as: the table entry, and the flags an estimate adds."""
+
+    prices: ModelPrices
+    estimated: bool
+    flags: tuple[str, ...]
+
+
+class PriceTable:
+    """Immutable model prices; ``cost`` turns a model name and usage into an exact ``Cost``.
+
+    Thread-safe: the only mutable state is the per-name resolution cache, whose entries are
+    idempotent. Build one with ``load_price_table`` or ``default_price_table``.
+    """
+
+    __slots__ = ("_families", "_matches", "_models", "_names", "_search", "_unknown", "version")
+
+    def __init__(
+        self,
+        *,
+        version: str,
+        models: Mapping[str, ModelPrices],
+        names: Mapping[str, str],
+        families: Mapping[str, str],
+        unknown: str,
+        web_search_per_request: Decimal,
+    ) -> None:
+        self.version = version
+        self._models = MappingProxyType(dict(models))
+        self._names = MappingProxyType(dict(names))
+        self._families = MappingProxyType(dict(families))
+        self._unknown = unknown
+        self._search = web_search_per_request
+        self._matches: dict[str, _Match] = {}
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Every canonical model id in the table."""
+        return tuple(self._models)
+
+    def resolve(self, model: str) -> str | None:
+        """The canonical table id for ``model`` (id, alias, snapshot, Bedrock or Vertex), or None."""
+        match = self._match(model)
+        return None if match.estimated else match.prices.id
+
+    def cost(self, model: str, usage: TokenUsage, *, at: datetime | None = None) -> Cost:
+        """The exact cost of one call of ``model`` with ``usage``, at prices in effect on ``at``.
+
+        ``at`` must be timezone-aware (default: now); its UTC date selects the prices. An unknown
+        model is estimated, never priced at zero. Raises ``PricingError`` for a naive ``at``.
+        """
+        if at is not None and at.utcoffset() is None:
+            raise PricingError(f"`at` must be timezone-aware, got naive {at.isoformat()}; pass tzinfo=UTC")
+        match = self._matches.get(model) or self._match(model)
+        prices = match.prices
+        rates = prices.periods[0] if not prices.starts else prices.at(at or datetime.now(UTC))
+        bits, flags = _modifiers(rates, usage, match.flags)
+        v_in, v_5m, v_1h, v_read, v_out = rates.vectors[bits]
+        searches = usage.web_search_requests
+        return Cost(
+            input_usd=usage.input_tokens * v_in,
+            output_usd=usage.output_tokens * v_out,
+            cache_read_usd=usage.cache_read_tokens * v_read,
+            cache_write_usd=usage.cache_write_5m_tokens * v_5m + usage.cache_write_1h_tokens * v_1h,
+            tools_usd=searches * self._search if searches else _ZERO,
+            estimated=match.estimated,
+            model=prices.id,
+            pricing_version=self.version,
+            flags=flags,
+        )
+
+    def _match(self, model: str) -> _Match:
+        """Resolve ``model`` once and cache the result (bounded, so junk names cannot grow it)."""
+        match = self._matches.get(model)
+        if match is None:
+            match = self._lookup(model)
+            if len(self._matches) < _CACHE_LIMIT:
+                self._matches[model] = match
+        return match
+
+    def _lookup(self, model: str) -> _Match:
+        key = ""
+        for key in candidates(model):
+            model_id = self._names.get(key)
+            if model_id is not None:
+                return _Match(self._models[model_id], False, ())
+        for family, model_id in self._families.items():
+            if family in key:
+                _log.warning("unknown model %r: estimating at %s prices", model, model_id)
+                return _Match(self._models[model_id], True, (f"estimated_family:{family}",))
+        _log.warning("unknown model %r: estimating at default %s prices", model, self._unknown)
+        return _Match(self._models[self._unknown], True, ("estimated_default",))
+
+
+def _modifiers(rates: Rates, usage: TokenUsage, flags: tuple[str, ...]) -> tuple[int, tuple[str, ...]]:
+    """The rate-vector bits for this call, and its flags (estimate flags first)."""
+    bits = 0
+    batch = usage.is_batch
+    if batch:
+        bits |= BATCH
+    if usage.inference_geo == "us" and rates.us_geo:
+        bits |= GEO
+    if usage.service_tier == "priority":
+        flags += ("priority_tier",)
+    tier = rates.long_context
+    if tier is not None and usage.prompt_tokens > tier.above:
+        bits |= LONG
+        flags += ("long_context",)
+    if usage.speed == "fast":
+        if rates.fast is None:
+            flags += ("fast_unsupported",)
+        else:
+            bits |= FAST
+            if batch:
+                flags += ("fast_with_batch",)
+    return bits, flags

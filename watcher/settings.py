@@ -1,0 +1,78 @@
+"""The one settings model: every watcher setting, its environment variable and its default."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["CONFIG_FILE_ENV", "Settings"]
+
+CONFIG_FILE_ENV = "WATCHER_CONFIG"
+"""Names the TOML file whose top-level keys are settings (default `watcher.toml` in the working directory)."""
+
+
+class Settings(BaseSettings):
+    """watcher's settings, read once when an object that needs them is built.
+
+    Sources, highest priority first: arguments to `Settings(...)`, environment variables
+    (`WATCHER_` + the field name in capitals), a `.env` file, then the top-level keys of the
+    TOML file named by `WATCHER_CONFIG` (default `./watcher.toml`; a missing file is skipped).
+    Unknown keys in the TOML file are ignored, because the same file also holds the daemon's
+    budgets and alerts.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="WATCHER_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    endpoint: str = "http://127.0.0.1:4318"
+    """WATCHER_ENDPOINT: base URL of the watcher daemon's OTLP/HTTP receiver; spans go to `{endpoint}/v1/traces`.
+    Ignored when the application has its own OpenTelemetry pipeline."""
+
+    default_request_type: Annotated[str, Field(min_length=1, max_length=128)] = "unlabeled"
+    """WATCHER_DEFAULT_REQUEST_TYPE: the request type of a call made outside any `watcher.request_type(...)`."""
+
+    capture_content: bool = False
+    """WATCHER_CAPTURE_CONTENT: put prompts and responses on spans. Off by default: spend data needs no content."""
+
+    prices_file: Path | None = None
+    """WATCHER_PRICES_FILE: a TOML file of model prices that adds to or overrides the shipped price table."""
+
+    export_delay_ms: Annotated[int, Field(ge=1, le=1000)] = 500
+    """WATCHER_EXPORT_DELAY_MS: longest time a finished span waits before it is exported (1-1000 ms)."""
+
+    enabled: bool = True
+    """WATCHER_ENABLED: `false` makes `import watcher.auto` do nothing, for switching watcher off without a deploy."""
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_is_http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://, got {value!r}; e.g. http://127.0.0.1:4318")
+        return value.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Init, then environment, then `.env`, then the TOML config file."""
+        toml_file = Path(os.environ.get(CONFIG_FILE_ENV, "watcher.toml"))
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=toml_file)
+        return init_settings, env_settings, dotenv_settings, toml

@@ -1,0 +1,5 @@
+"""Helpers for testing code that uses watcher and the Anthropic SDK, without network or API key."""
+
+from watcher._fake import FakeAnthropic, FakeReply, RecordedRequest
+
+__all__ = ["FakeAnthropic", "FakeReply", "RecordedRequest"]
