@@ -21,9 +21,9 @@ from collections.abc import Callable
 
 os.environ["ANTHROPIC_OPEN_TELEMETRY"] = "false"
 
-import anthropic  # noqa: E402
+import anthropic
 
-import watcher  # noqa: E402
+import watcher
 
 PEER = """
 import sys
@@ -66,11 +66,14 @@ def passthrough(request: anthropic.APIRequest, call_next: anthropic.CallNext) ->
 
 
 def measure(
-    name: str, call: Callable[[anthropic.Anthropic], None], clients: dict[str, anthropic.Anthropic],
-    calls: int, rounds: int,
+    name: str,
+    call: Callable[[anthropic.Anthropic], None],
+    clients: dict[str, anthropic.Anthropic],
+    calls: int,
+    rounds: int,
 ) -> None:
     samples: dict[str, list[float]] = {label: [] for label in clients}
-    for label, client in clients.items():
+    for client in clients.values():
         timed(call, client, 50)
     per_round = max(1, calls // rounds)
     for _ in range(rounds):
@@ -89,11 +92,9 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=3000, help="calls per client and mode")
-    parser.add_argument("--rounds", type=int, default=30, help="alternations between bare and instrumented")
+    parser.add_argument("--rounds", type=int, default=300, help="alternations between bare and instrumented")
     args = parser.parse_args()
-    peer = subprocess.Popen(
-        [sys.executable, "-c", PEER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
+    peer = subprocess.Popen([sys.executable, "-c", PEER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert peer.stdout is not None
         base_url, endpoint = peer.stdout.readline().split()

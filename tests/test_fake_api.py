@@ -55,9 +55,7 @@ def raw_request(fake: FakeAnthropic, method: str, path: str, body: bytes = b"") 
         connection.close()
 
 
-def test_sync_create_returns_a_message_with_default_usage(
-    client: anthropic.Anthropic, fake: FakeAnthropic
-) -> None:
+def test_sync_create_returns_a_message_with_default_usage(client: anthropic.Anthropic, fake: FakeAnthropic) -> None:
     """A plain create gets the default text, the request's model, and 12 in / 8 out tokens."""
     message = client.messages.create(model=MODEL, max_tokens=16, messages=HI)
     assert message.model == MODEL
@@ -85,9 +83,7 @@ def test_async_create_consumes_queued_replies_in_order(fake: FakeAnthropic) -> N
     fake.reply(FakeReply(text="one", id="msg_1"), FakeReply(text="two", model="claude-other"))
 
     async def three_calls() -> list[anthropic.types.Message]:
-        async with anthropic.AsyncAnthropic(
-            base_url=fake.base_url, api_key="test", open_telemetry=False
-        ) as sdk:
+        async with anthropic.AsyncAnthropic(base_url=fake.base_url, api_key="test", open_telemetry=False) as sdk:
             return [await sdk.messages.create(model=MODEL, max_tokens=8, messages=HI) for _ in range(3)]
 
     first, second, third = asyncio.run(three_calls())
@@ -168,9 +164,7 @@ def test_count_tokens_reports_the_next_reply_without_consuming_it(
     assert message.content[0].text == "kept"
 
 
-def test_rate_limit_is_retried_at_once_and_then_succeeds(
-    client: anthropic.Anthropic, fake: FakeAnthropic
-) -> None:
+def test_rate_limit_is_retried_at_once_and_then_succeeds(client: anthropic.Anthropic, fake: FakeAnthropic) -> None:
     """After one 429 the SDK retries without a long back-off, and the fake saw two attempts."""
     fake.fail(429)
     began = time.perf_counter()
@@ -184,9 +178,7 @@ def test_persistent_server_errors_raise_after_max_retries(fake: FakeAnthropic) -
     """Five queued 500s outlast max_retries=1: the SDK raises InternalServerError after two attempts."""
     fake.fail(500, times=5)
     with (
-        anthropic.Anthropic(
-            base_url=fake.base_url, api_key="test", max_retries=1, open_telemetry=False
-        ) as sdk,
+        anthropic.Anthropic(base_url=fake.base_url, api_key="test", max_retries=1, open_telemetry=False) as sdk,
         pytest.raises(anthropic.InternalServerError) as raised,
     ):
         sdk.messages.create(model=MODEL, max_tokens=16, messages=HI)
@@ -200,9 +192,7 @@ def test_overloaded_status_maps_to_the_sdk_overloaded_error(fake: FakeAnthropic)
     """A 529 reply carries an `overloaded_error` body, which the SDK raises as OverloadedError."""
     fake.fail(529)
     with (
-        anthropic.Anthropic(
-            base_url=fake.base_url, api_key="test", max_retries=0, open_telemetry=False
-        ) as sdk,
+        anthropic.Anthropic(base_url=fake.base_url, api_key="test", max_retries=0, open_telemetry=False) as sdk,
         pytest.raises(anthropic.OverloadedError),
     ):
         sdk.messages.create(model=MODEL, max_tokens=16, messages=HI)
@@ -228,9 +218,7 @@ def test_batch_results_are_succeeded_messages_on_the_batch_tier(
 ) -> None:
     """A created batch has already ended; its results carry one succeeded message per request."""
     fake.reply(FakeReply(text="first"), FakeReply(text="second"))
-    requests = [
-        {"custom_id": f"r{i}", "params": {"model": MODEL, "max_tokens": 8, "messages": HI}} for i in (1, 2)
-    ]
+    requests = [{"custom_id": f"r{i}", "params": {"model": MODEL, "max_tokens": 8, "messages": HI}} for i in (1, 2)]
     batch = client.messages.batches.create(requests=requests)
     results = list(client.messages.batches.results(batch.id))
     assert batch.id.startswith("msgbatch_fake_")

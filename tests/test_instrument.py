@@ -47,7 +47,7 @@ def test_sync_create_emits_one_client_span_with_tokens_and_exact_cost(
     assert attrs["anthropic.usage.cache_creation.ephemeral_5m_input_tokens"] == 100
     assert attrs["anthropic.usage.cache_creation.ephemeral_1h_input_tokens"] == 200
     assert attrs["gen_ai.response.id"] == "msg_1"
-    # haiku 4.5: 100×1 + 100×1.25 + 200×2 + 1000×0.10 + 50×5 = 100+125+400+100+250 = 975 per 1e6
+    # haiku 4.5: 100x1 + 100x1.25 + 200x2 + 1000x0.10 + 50x5 = 100+125+400+100+250 = 975 per 1e6
     assert attrs["gen_ai.usage.cost.amount"] == pytest.approx(975e-6, rel=1e-12)
     assert attrs["watcher.cost.cache_write_usd"] == pytest.approx(525e-6, rel=1e-12)
     assert attrs["gen_ai.usage.cost.currency"] == "USD"
@@ -114,7 +114,7 @@ def test_async_create_is_recorded(
 
     asyncio.run(call())
     attrs = only_cost_span(capture)
-    # opus 4.7: 10×5 + 20×25 = 550 per 1e6
+    # opus 4.7: 10x5 + 20x25 = 550 per 1e6
     assert attrs["gen_ai.usage.cost.amount"] == pytest.approx(550e-6)
 
 
@@ -141,9 +141,10 @@ def test_stream_helper_sync_and_async_each_record_once(
         stream.get_final_message()
 
     async def call() -> None:
-        async with async_client, async_client.messages.stream(
-            model="claude-haiku-4-5", max_tokens=8, messages=HI
-        ) as stream:
+        async with (
+            async_client,
+            async_client.messages.stream(model="claude-haiku-4-5", max_tokens=8, messages=HI) as stream,
+        ):
             await stream.get_final_message()
 
     asyncio.run(call())
@@ -281,7 +282,7 @@ def test_batch_results_are_priced_at_half_and_attributed_to_the_creating_request
     attrs = dict(spans[0].attributes or {})
     assert attrs["watcher.request_type"] == "nightly-batch"
     assert attrs["watcher.batch.id"] == batch.id
-    # haiku 4.5 at 50%: (1000×1 + 100×5) × 0.5 = 750 per 1e6
+    # haiku 4.5 at 50%: (1000x1 + 100x5) x 0.5 = 750 per 1e6
     assert attrs["gen_ai.usage.cost.amount"] == pytest.approx(750e-6)
 
 
@@ -345,7 +346,10 @@ def test_no_prompt_or_response_content_is_on_spans_by_default(
     """Neither the prompt nor the reply text appears in any attribute unless capture is turned on."""
     fake_api.reply(FakeReply(text="SECRET-REPLY"))
     client.messages.create(
-        model="claude-haiku-4-5", max_tokens=8, system="SECRET-SYSTEM", messages=[{"role": "user", "content": "SECRET-PROMPT"}]
+        model="claude-haiku-4-5",
+        max_tokens=8,
+        system="SECRET-SYSTEM",
+        messages=[{"role": "user", "content": "SECRET-PROMPT"}],
     )
     text = repr([dict(span.attributes or {}) for span in capture.spans()])
     assert "SECRET" not in text
@@ -360,7 +364,11 @@ def test_content_capture_puts_prompt_and_reply_on_the_span_when_turned_on(
     try:
         fake_api.reply(FakeReply(text="SECRET-REPLY"))
         with anthropic.Anthropic(base_url=fake_api.base_url, api_key="k") as client:
-            client.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=[{"role": "user", "content": "SECRET-PROMPT"}])
+            client.messages.create(
+                model="claude-haiku-4-5",
+                max_tokens=8,
+                messages=[{"role": "user", "content": "SECRET-PROMPT"}],
+            )
     finally:
         watcher.uninstrument()
     attrs = only_cost_span(spans)

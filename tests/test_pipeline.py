@@ -90,7 +90,7 @@ def test_an_application_provider_set_after_import_gets_the_spans_and_watcher_add
 ) -> None:
     """When the app sets a global TracerProvider (even after `import watcher.auto`), spans go there only."""
     script = """
-    import json, watcher.auto, anthropic
+    import json, watcher, watcher.auto, anthropic
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -101,6 +101,7 @@ def test_an_application_provider_set_after_import_gets_the_spans_and_watcher_add
     trace.set_tracer_provider(provider)
     client = anthropic.Anthropic(base_url=BASE_URL, api_key="k")
     client.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=[{"role": "user", "content": "hi"}])
+    watcher.flush()
     print(json.dumps([[s.name, "gen_ai.usage.cost.amount" in s.attributes] for s in exporter.get_finished_spans()]))
     """
     done = run_app(script, fake_api, WATCHER_ENDPOINT="http://127.0.0.1:9")
@@ -112,7 +113,7 @@ def test_an_application_provider_set_after_import_gets_the_spans_and_watcher_add
 def test_with_the_sdks_own_tracing_on_there_is_exactly_one_cost_bearing_span(fake_api: FakeAnthropic) -> None:
     """The SDK's `anthropic.messages.create` span and watcher's coexist; only watcher's carries a cost."""
     script = """
-    import json, watcher.auto, anthropic
+    import json, watcher, watcher.auto, anthropic
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -126,6 +127,7 @@ def test_with_the_sdks_own_tracing_on_there_is_exactly_one_cost_bearing_span(fak
     with client.messages.stream(model="claude-haiku-4-5", max_tokens=8,
                                 messages=[{"role": "user", "content": "hi"}]) as s:
         s.get_final_message()
+    watcher.flush()
     spans = exporter.get_finished_spans()
     print(json.dumps([[s.name, "gen_ai.usage.cost.amount" in s.attributes,
                        s.parent.span_id if s.parent else None, s.context.span_id] for s in spans]))

@@ -196,8 +196,7 @@ def test_toml_floats_are_read_exactly(tmp_path: Path) -> None:
             "long_context is missing cache_read, output",
         ),
         (
-            '[[models]]\nid = "m-one"\naliases = ["claude-opus-4-5"]\n'
-            "input = 1\noutput = 1\ncache_read = 1\n",
+            '[[models]]\nid = "m-one"\naliases = ["claude-opus-4-5"]\ninput = 1\noutput = 1\ncache_read = 1\n',
             "m-one",
             "already belongs to model 'claude-opus-4-5'",
         ),
@@ -205,9 +204,7 @@ def test_toml_floats_are_read_exactly(tmp_path: Path) -> None:
         ("colour = 1\n", "top level", "unknown key 'colour'"),
     ],
 )
-def test_invalid_file_error_names_file_entry_and_problem(
-    tmp_path: Path, text: str, entry: str, problem: str
-) -> None:
+def test_invalid_file_error_names_file_entry_and_problem(tmp_path: Path, text: str, entry: str, problem: str) -> None:
     """An invalid override raises ConfigError naming the file, the entry and what is wrong."""
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as caught:

@@ -45,9 +45,7 @@ CASES = [
     # 1000 x 3 x 2 / 1e6 = 0.006 (not 1.25x = 0.00375)
     Case("cache_write_1h_is_2x_input", "claude-sonnet-4-5", TokenUsage(cache_write_1h_tokens=1000), "0.006"),
     # 1e6 x 0.25 x 1.2 / 1e6 = 0.30
-    Case(
-        "claude_3_haiku_writes_5m_at_1_2x", "claude-3-haiku", TokenUsage(cache_write_5m_tokens=10**6), "0.30"
-    ),
+    Case("claude_3_haiku_writes_5m_at_1_2x", "claude-3-haiku", TokenUsage(cache_write_5m_tokens=10**6), "0.30"),
     # 1e6 x 0.20 / 1e6 = 0.20 (0.1 x input would be 0.40)
     Case("opus_5_5_cache_read_is_0_20", "claude-opus-5-5", TokenUsage(cache_read_tokens=10**6), "0.20"),
     # 1e6 x 0.25 / 1e6 = 0.25 (0.1 x input would be 1.00)
@@ -100,9 +98,7 @@ CASES = [
         ("long_context",),
     ),
     # 300000 x 6 / 1e6 = 1.8
-    Case(
-        "sonnet_4_over_200k_doubles_input", "claude-sonnet-4", TokenUsage(300_000), "1.8", ("long_context",)
-    ),
+    Case("sonnet_4_over_200k_doubles_input", "claude-sonnet-4", TokenUsage(300_000), "1.8", ("long_context",)),
     # before 2026-03-13: 250000 x 10 / 1e6 = 2.5; 1000 x 37.50 / 1e6 = 0.0375
     Case(
         "opus_4_6_over_200k_before_2026_03_13_is_long_context",
@@ -129,9 +125,7 @@ CASES = [
         ("long_context",),
         day(2026, 3, 12),
     ),
-    Case(
-        "sonnet_4_6_over_200k_from_2026_03_13_is_standard", "claude-sonnet-4-6", TokenUsage(250_000), "0.75"
-    ),
+    Case("sonnet_4_6_over_200k_from_2026_03_13_is_standard", "claude-sonnet-4-6", TokenUsage(250_000), "0.75"),
     # (0.003 + 0.015) x 1.1 = 0.0198
     Case(
         "us_geo_is_1_1x_on_sonnet_4_6",
@@ -283,9 +277,7 @@ def test_breakdown_and_total_cache_writes_are_not_counted_twice() -> None:
 
 def test_cache_write_total_without_breakdown_counts_as_5m() -> None:
     """Only ``cache_creation_input_tokens`` given means all of it is a 5-minute write."""
-    usage = TokenUsage.from_anthropic(
-        {"input_tokens": 5, "output_tokens": 0, "cache_creation_input_tokens": 1000}
-    )
+    usage = TokenUsage.from_anthropic({"input_tokens": 5, "output_tokens": 0, "cache_creation_input_tokens": 1000})
     assert (usage.cache_write_5m_tokens, usage.cache_write_1h_tokens) == (1000, 0)
     # 1000 x 3.75 / 1e6 = 0.00375
     assert default_price_table().cost("claude-sonnet-4-5", usage, at=AT).cache_write_usd == D("0.00375")

@@ -69,9 +69,7 @@ def test_cost_is_linear_within_a_tier(model: str, a: TokenUsage, b: TokenUsage, 
 
 
 @given(models, usages(), st.sampled_from(COUNT_FIELDS), st.integers(1, 12_000), moments)
-def test_more_tokens_never_cost_less(
-    model: str, usage: TokenUsage, field: str, extra: int, at: datetime
-) -> None:
+def test_more_tokens_never_cost_less(model: str, usage: TokenUsage, field: str, extra: int, at: datetime) -> None:
     """Raising any one count never lowers the cost, within a tier."""
     more = replace(usage, **{field: getattr(usage, field) + extra})
     assert TABLE.cost(model, more, at=at).total_usd >= TABLE.cost(model, usage, at=at).total_usd

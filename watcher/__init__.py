@@ -1,7 +1,7 @@
 """watcher: spend observability and budget enforcement for applications that call the Claude API."""
 
 from ._context import request_type
-from ._hook import instrument, uninstrument
+from ._hook import flush, instrument, uninstrument
 from ._version import __version__
 from .exceptions import BudgetExceeded, ConfigError, PricingError, WatcherError
 from .settings import Settings
@@ -13,6 +13,7 @@ __all__ = [
     "Settings",
     "WatcherError",
     "__version__",
+    "flush",
     "instrument",
     "request_type",
     "uninstrument",

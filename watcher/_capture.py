@@ -32,7 +32,10 @@ class SpanCapture:
         self.provider.add_span_processor(SimpleSpanProcessor(self.exporter))
 
     def spans(self) -> list[ReadableSpan]:
-        """Every finished span, oldest first."""
+        """Every finished span, oldest first, after recording the spans watcher still has queued."""
+        from ._hook import flush
+
+        flush()
         return list(self.exporter.get_finished_spans())
 
     def cost_spans(self) -> list[ReadableSpan]:

@@ -21,7 +21,7 @@ def current_request_type() -> str | None:
     return _CURRENT.get()
 
 
-class request_type:  # noqa: N801 - used like a function: `with watcher.request_type("x"):`
+class request_type:
     """Labels every Anthropic call made inside it with a request type; nests, innermost wins.
 
     Use as a context manager (`with request_type("extraction"):`) or a decorator on a sync or

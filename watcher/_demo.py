@@ -18,14 +18,35 @@ HI = [{"role": "user", "content": "Summarise this invoice."}]
 # (request type, model, usage the fake reports, how the call is made)
 TRAFFIC: list[tuple[str, str, dict[str, Any], str]] = [
     ("extraction", "claude-haiku-4-5", {"input_tokens": 1800, "output_tokens": 350}, "plain"),
-    ("extraction", "claude-haiku-4-5", {"input_tokens": 200, "output_tokens": 340,
-        "cache_read_input_tokens": 1600, "cache_creation_input_tokens": 0}, "plain"),
+    (
+        "extraction",
+        "claude-haiku-4-5",
+        {
+            "input_tokens": 200,
+            "output_tokens": 340,
+            "cache_read_input_tokens": 1600,
+            "cache_creation_input_tokens": 0,
+        },
+        "plain",
+    ),
     ("summarise", "claude-sonnet-4-6", {"input_tokens": 9000, "output_tokens": 1200}, "stream"),
-    ("summarise", "claude-sonnet-4-6", {"input_tokens": 500, "output_tokens": 1100,
-        "cache_creation_input_tokens": 8500,
-        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 8500}}, "stream"),
-    ("agent", "claude-opus-4-7", {"input_tokens": 25000, "output_tokens": 4000,
-        "server_tool_use": {"web_search_requests": 3}}, "plain"),
+    (
+        "summarise",
+        "claude-sonnet-4-6",
+        {
+            "input_tokens": 500,
+            "output_tokens": 1100,
+            "cache_creation_input_tokens": 8500,
+            "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 8500},
+        },
+        "stream",
+    ),
+    (
+        "agent",
+        "claude-opus-4-7",
+        {"input_tokens": 25000, "output_tokens": 4000, "server_tool_use": {"web_search_requests": 3}},
+        "plain",
+    ),
     ("backfill", "claude-haiku-4-5", {"input_tokens": 1800, "output_tokens": 350}, "batch"),
     ("experiment", "claude-nova-1", {"input_tokens": 1000, "output_tokens": 100}, "plain"),
 ]
@@ -57,30 +78,46 @@ def _drive(client: Any, fake: Any, kind: str, model: str, usage: dict[str, Any])
         client.messages.create(model=model, max_tokens=2048, messages=HI)
 
 
+def _number(attributes: Any, key: str) -> float:
+    value = attributes.get(key, 0)
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
 def _table(spans: list[ReadableSpan], out: IO[str]) -> None:
     rows: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0, 0, 0, 0.0])
     estimated: set[tuple[str, str]] = set()
     for span in spans:
         a = span.attributes or {}
-        key = (str(a["watcher.request_type"]), str(a.get("gen_ai.request.model") or a["gen_ai.response.model"]))
+        key = (
+            str(a["watcher.request_type"]),
+            str(a.get("gen_ai.request.model") or a["gen_ai.response.model"]),
+        )
         row = rows[key]
         row[0] += 1
-        row[1] += int(a["gen_ai.usage.input_tokens"])  # type: ignore[call-overload]
-        row[2] += int(a["gen_ai.usage.output_tokens"])  # type: ignore[call-overload]
-        row[3] += int(a["gen_ai.usage.cache_read.input_tokens"])  # type: ignore[call-overload]
-        row[4] += float(a[COST])  # type: ignore[arg-type]
+        row[1] += _number(a, "gen_ai.usage.input_tokens")
+        row[2] += _number(a, "gen_ai.usage.output_tokens")
+        row[3] += _number(a, "gen_ai.usage.cache_read.input_tokens")
+        row[4] += _number(a, COST)
         if a.get("watcher.cost.estimated"):
             estimated.add(key)
-    header = f"{'request type':<12} {'model':<18} {'calls':>5} {'input':>8} {'output':>7} {'cached':>7} {'cost USD':>10}"
+    header = (
+        f"{'request type':<12} {'model':<18} {'calls':>5} {'input':>8} {'output':>7} {'cached':>7} {'cost USD':>10}"
+    )
     print(header, file=out)
     print("-" * len(header), file=out)
     for (rtype, model), (calls, inp, outp, cached, cost) in sorted(rows.items(), key=lambda kv: -kv[1][4]):
         mark = " *" if (rtype, model) in estimated else ""
         print(f"{rtype:<12} {model:<18} {calls:>5} {inp:>8} {outp:>7} {cached:>7} {cost:>10.6f}{mark}", file=out)
     print("-" * len(header), file=out)
-    print(f"{'total':<12} {'':<18} {len(spans):>5} {'':>8} {'':>7} {'':>7} {sum(r[4] for r in rows.values()):>10.6f}", file=out)
+    print(
+        f"{'total':<12} {'':<18} {len(spans):>5} {'':>8} {'':>7} {'':>7} {sum(r[4] for r in rows.values()):>10.6f}",
+        file=out,
+    )
     if estimated:
-        print("* model not in the price table: cost estimated by family or default, and flagged on the span", file=out)
+        print(
+            "* model not in the price table: cost estimated by family or default, and flagged on the span",
+            file=out,
+        )
 
 
 def run_demo(out: IO[str]) -> int:

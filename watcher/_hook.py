@@ -15,10 +15,10 @@ from ._instrument._tracer import TracerChoice
 from .pricing import PriceTable, load_price_table
 from .settings import Settings
 
-__all__ = ["instrument", "uninstrument"]
+__all__ = ["flush", "instrument", "uninstrument"]
 
 _lock = threading.Lock()
-_installed: list[TracerChoice] = []
+_installed: list[tuple[Recorder, TracerChoice]] = []
 
 
 def instrument(
@@ -44,8 +44,8 @@ def instrument(
         recorder = Recorder(tracer, prices, settings.default_request_type, settings.capture_content)
         set_hook(Hook(recorder))
         patch_clients()
-        atexit.register(_at_exit, tracer)
-        _installed.append(tracer)
+        atexit.register(_at_exit, recorder, tracer)
+        _installed.append((recorder, tracer))
 
 
 def uninstrument() -> None:
@@ -59,12 +59,31 @@ def uninstrument() -> None:
         unpatch_clients()
         finish_live_streams()
         set_hook(None)
-        tracer = _installed.pop()
+        recorder, tracer = _installed.pop()
         atexit.unregister(_at_exit)
-        tracer.shutdown()
+        _at_exit(recorder, tracer)
 
 
-def _at_exit(tracer: TracerChoice) -> None:
-    """Records streams still open, then flushes watcher's own exporter: no spend is lost at exit."""
+def flush(timeout_s: float = 5.0) -> bool:
+    """Records every span still waiting and exports them now; True when the export finished in time.
+
+    Blocks. For short-lived processes (jobs, serverless handlers) that must not end before
+    their spend is reported; long-running applications never need it, and exit flushes anyway.
+    """
+    with _lock:
+        if not _installed:
+            return True
+        recorder, tracer = _installed[-1]
+    recorder.pending.drain()
+    return tracer.force_flush(timeout_s)
+
+
+def _at_exit(recorder: Recorder, tracer: TracerChoice) -> None:
+    """Records streams still open and spans still queued, then flushes watcher's own exporter.
+
+    Registered after the private provider exists, so it runs first (atexit is last-in,
+    first-out): no spend is lost at exit.
+    """
     finish_live_streams()
+    recorder.pending.stop()
     tracer.shutdown()

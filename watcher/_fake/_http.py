@@ -33,9 +33,7 @@ class FakeHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(
-        self, address: tuple[str, int], routes: Routes, record: Callable[[RecordedRequest], None]
-    ) -> None:
+    def __init__(self, address: tuple[str, int], routes: Routes, record: Callable[[RecordedRequest], None]) -> None:
         super().__init__(address, _Handler)
         self.routes = routes
         self.record = record

@@ -151,9 +151,7 @@ def _succeeded(response: Any) -> bool:
     return isinstance(status, int) and 200 <= status < 300
 
 
-def _wrap_items(
-    source: Any, on_item: Callable[[object], None], on_end: Callable[[str], None]
-) -> None:
+def _wrap_items(source: Any, on_item: Callable[[object], None], on_end: Callable[[str], None]) -> None:
     """Makes `source` (an SDK Stream, AsyncStream or JSONL decoder) show its items to `on_item`.
 
     Both iteration paths of these classes, `for` and `next()`, read `_iterator`, so wrapping it

@@ -58,5 +58,5 @@ def patch_clients() -> None:
 def unpatch_clients() -> None:
     """Restores the constructors; idempotent. Clients built meanwhile keep an inert middleware."""
     for base, original in list(_originals.items()):
-        base.__init__ = original  # type: ignore[method-assign]
+        base.__init__ = original
         del _originals[base]

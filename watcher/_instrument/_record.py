@@ -14,6 +14,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from ..pricing import PriceTable, TokenUsage
+from ._pending import Pending
 from ._tracer import TracerChoice
 
 __all__ = ["CallInfo", "Recorder", "field_of", "warn_once"]
@@ -80,9 +81,10 @@ def _optional_attributes(usage: TokenUsage) -> Attributes:
 class Recorder:
     """Prices usage and emits the cost span; built once by `instrument()`.
 
-    `record` is called on the application's thread right after a response (or a stream's end)
-    and never blocks on I/O: the span goes to the provider's batch processor. It never raises;
-    a failure is logged and the call goes on.
+    `record` is called on the application's thread right after a response (or a stream's end).
+    It only queues what it was given, with the time: pricing and span building happen on a
+    background worker (`Pending`) with the recorded start and end times and parent context, so
+    the span is the same as if built inline. It never raises and never blocks on I/O.
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class Recorder:
         self.response_content: Callable[[object], Attributes] = (
             _response_content if capture_content else _no_response_content
         )
+        self.pending = Pending(self._process)
 
     def record(
         self,
@@ -113,9 +116,12 @@ class Recorder:
         extra: Attributes | None = None,
         error: bool = False,
     ) -> None:
-        """Prices `usage_obj` (an SDK Usage or its JSON) for `call` and emits the cost span."""
+        """Queues the cost span of `usage_obj` (an SDK Usage or its JSON) for `call`, ended now."""
+        self.pending.put((call, usage_obj, response_id, response_model, extra, error, time.time_ns()))
+
+    def _process(self, item: tuple[Any, ...]) -> None:
         try:
-            self._emit(call, usage_obj, response_id, response_model, extra, error)
+            self._emit(*item)
         except Exception as exc:
             warn_once("record a cost span", exc)
 
@@ -127,6 +133,7 @@ class Recorder:
         response_model: str | None,
         extra: Attributes | None,
         error: bool,
+        end_ns: int,
     ) -> None:
         batch = call.batch_id is not None
         usage = TokenUsage.from_anthropic(usage_obj, batch=batch) if usage_obj is not None else TokenUsage()
@@ -176,7 +183,7 @@ class Recorder:
         )
         if error:
             span.set_status(Status(StatusCode.ERROR, "the response stream did not finish"))
-        span.end()
+        span.end(end_time=end_ns)
 
 
 def _no_content(body: Mapping[str, Any] | None) -> None:

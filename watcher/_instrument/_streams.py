@@ -93,9 +93,7 @@ class StreamTally:
         )
 
 
-def observe(
-    iterator: Iterator[Any], on_item: Callable[[object], None], on_end: Callable[[str], None]
-) -> Iterator[Any]:
+def observe(iterator: Iterator[Any], on_item: Callable[[object], None], on_end: Callable[[str], None]) -> Iterator[Any]:
     """Yields what `iterator` yields, showing each item to `on_item` and the way it ended to `on_end`."""
     try:
         for item in iterator:

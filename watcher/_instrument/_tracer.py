@@ -56,6 +56,7 @@ class TracerChoice:
 
     def __init__(self, settings: Settings, provider: trace.TracerProvider | None = None) -> None:
         self._private: TracerProvider | None = None
+        self._chosen: trace.TracerProvider | None = provider
         self._lock = threading.Lock()
         if provider is not None:
             self.get: Callable[[], trace.Tracer] = self._fixed(provider.get_tracer(SCOPE, __version__))
@@ -74,11 +75,17 @@ class TracerChoice:
                 return self.get()
             if self._private is None or _app_has_provider():
                 self.shutdown()
-                tracer = trace.get_tracer(SCOPE, __version__)
+                self._chosen = trace.get_tracer_provider()
             else:
-                tracer = self._private.get_tracer(SCOPE, __version__)
+                self._chosen = self._private
+            tracer = self._chosen.get_tracer(SCOPE, __version__)
             self.get = self._fixed(tracer)
             return tracer
+
+    def force_flush(self, timeout_s: float) -> bool:
+        """Exports what the chosen provider holds; True when done in time (or nothing to do)."""
+        flush = getattr(self._chosen, "force_flush", None)
+        return bool(flush(int(timeout_s * 1000))) if flush is not None else True
 
     def shutdown(self) -> None:
         """Flushes and stops the private provider, if watcher made one; the application's is left alone."""

@@ -131,9 +131,7 @@ def _build(merged: _Merged) -> PriceTable:
 def _known(merged: _Merged, model: str, where: Where) -> str:
     model_id = merged.index.get(model)
     if model_id is None:
-        raise where.error(
-            f"model {model!r} is not in the price table", "name a model id listed in [[models]]"
-        )
+        raise where.error(f"model {model!r} is not in the price table", "name a model id listed in [[models]]")
     return model_id
 
 

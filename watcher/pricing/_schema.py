@@ -74,9 +74,7 @@ def parse_document(data: dict[str, Any], file: str) -> Document:
         models=[_parse_model(raw, file, index) for index, raw in enumerate(models)],
         families=_families(data, top),
         unknown=_model_id(unknown, Where(file, "[unknown]"), "model") if unknown is not None else None,
-        web_search_per_1000=None
-        if search is None
-        else _number(search, Where(file, "[tools]"), "web_search_per_1000"),
+        web_search_per_1000=None if search is None else _number(search, Where(file, "[tools]"), "web_search_per_1000"),
     )
 
 
@@ -91,9 +89,7 @@ def _table(data: dict[str, Any], name: str, where: Where, keys: set[str]) -> dic
 def _families(data: dict[str, Any], where: Where) -> dict[str, str]:
     table = data.get("families", {})
     if not isinstance(table, dict):
-        raise where.error(
-            "families must be a table", 'write it as [families] with e.g. opus = "claude-opus-5-5"'
-        )
+        raise where.error("families must be a table", 'write it as [families] with e.g. opus = "claude-opus-5-5"')
     at = Where(where.file, "[families]")
     return {family.lower(): _model_id(model, at, family) for family, model in table.items()}
 
@@ -153,9 +149,7 @@ def _period(raw: dict[str, Any], where: Where) -> dict[str, Any]:
 
 
 def _tier(raw: object, where: Where) -> Tier | None:
-    fix = (
-        'write long_context = { above = 200000, input = "6", output = "22.50", cache_read = "0.60" } or false'
-    )
+    fix = 'write long_context = { above = 200000, input = "6", output = "22.50", cache_read = "0.60" } or false'
     if raw is False:
         return None
     if not isinstance(raw, dict):
@@ -201,15 +195,11 @@ def _date(value: object, where: Where) -> date:
 
 def _model_id(value: object, where: Where, key: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise where.error(
-            f"{key} must be a non-empty model id string, got {value!r}", f'write e.g. {key} = "claude-x"'
-        )
+        raise where.error(f"{key} must be a non-empty model id string, got {value!r}", f'write e.g. {key} = "claude-x"')
     return value.strip().lower()
 
 
 def _check_keys(raw: dict[str, Any], allowed: frozenset[str], where: Where) -> None:
     unknown = sorted(set(raw) - allowed)
     if unknown:
-        raise where.error(
-            f"unknown key {', '.join(map(repr, unknown))}", f"use only {', '.join(sorted(allowed))}"
-        )
+        raise where.error(f"unknown key {', '.join(map(repr, unknown))}", f"use only {', '.join(sorted(allowed))}")

@@ -52,7 +52,8 @@ class TokenUsage:
         )
         texts = (self.service_tier, self.inference_geo, self.speed)
         # One fast check for the common valid case; the slow path finds the culprit to name it.
-        if not (_INT.issuperset(map(type, counts)) and min(counts) >= 0 and _TEXT.issuperset(map(type, texts))):
+        valid = _INT.issuperset(map(type, counts)) and min(counts) >= 0
+        if not (valid and _TEXT.issuperset(map(type, texts))):
             self._raise_invalid()
 
     def _raise_invalid(self) -> None:
@@ -66,12 +67,7 @@ class TokenUsage:
     @property
     def prompt_tokens(self) -> int:
         """Input plus cache-write plus cache-read tokens: the size long-context tiers measure."""
-        return (
-            self.input_tokens
-            + self.cache_write_5m_tokens
-            + self.cache_write_1h_tokens
-            + self.cache_read_tokens
-        )
+        return self.input_tokens + self.cache_write_5m_tokens + self.cache_write_1h_tokens + self.cache_read_tokens
 
     @property
     def is_batch(self) -> bool:

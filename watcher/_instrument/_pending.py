@@ -1,0 +1,97 @@
+"""A queue between the application's calls and span building, so the call path only appends."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Pending"]
+
+log = logging.getLogger("watcher")
+
+
+class Pending:
+    """Runs `work(item)` for each queued item on a background thread, soon after it is queued.
+
+    `put` is the whole cost on the call path: a deque append, no lock, no I/O. A worker
+    wakes every `interval_s` (or at once when `wake_at` items wait) and drains the queue, so
+    pricing and span building run in bursts while the application waits on the network,
+    instead of on every call. Nothing is dropped: past `max_items` waiting, `put` does the
+    work inline rather than lose spend. `drain()` does all waiting work in the caller's
+    thread; it is what `watcher.flush()`, `uninstrument()` and the exit hook call. The worker
+    is restarted in a forked child.
+    """
+
+    def __init__(
+        self,
+        work: Callable[[Any], None],
+        *,
+        interval_s: float = 0.1,
+        wake_at: int = 512,
+        max_items: int = 20_000,
+    ) -> None:
+        self._work = work
+        self._items: deque[Any] = deque()
+        self._interval_s = interval_s
+        self._wake_at = wake_at
+        self._max_items = max_items
+        self._wake = threading.Event()
+        self._drain_lock = threading.Lock()
+        self._stopped = False
+        self._start()
+        self_ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _restart(self_ref))
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="watcher-spans", daemon=True)
+        self._thread.start()
+
+    def put(self, item: Any) -> None:
+        """Queues `item`; never blocks on I/O. Thread-safe."""
+        waiting = len(self._items)
+        if waiting >= self._max_items:
+            self._work(item)
+            return
+        self._items.append(item)
+        if waiting + 1 == self._wake_at:
+            self._wake.set()
+
+    def drain(self) -> None:
+        """Does the work of every item queued so far, in the calling thread."""
+        with self._drain_lock:
+            while True:
+                try:
+                    item = self._items.popleft()
+                except IndexError:
+                    return
+                try:
+                    self._work(item)
+                except Exception:
+                    log.exception("watcher could not record a queued span")
+
+    def stop(self) -> None:
+        """Drains what is waiting and ends the worker. Idempotent."""
+        self._stopped = True
+        self._wake.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self.drain()
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wake.wait(self._interval_s)
+            self._wake.clear()
+            self.drain()
+
+
+def _restart(ref: weakref.ref[Pending]) -> None:
+    pending = ref()
+    if pending is not None and not pending._stopped:
+        pending._wake = threading.Event()
+        pending._drain_lock = threading.Lock()
+        pending._start()
