@@ -2,11 +2,13 @@
 
 Usage: python bench/hook_overhead.py [--calls N] [--rounds R]
 
-The fake Anthropic API and an OTLP receiver run in a separate process, so the client process
-only does what an application does. A bare client (no middleware, the SDK's own tracing off)
-and an instrumented client (watcher's middleware, spans exported over real OTLP/HTTP with the
-batch exporter running) take turns in rounds, so machine noise falls on both alike. Prints the
-median and p99 per call of each, the added time per call at the median, and the ratio.
+The fake Anthropic API and an OTLP sink (standing in for the daemon) run in two other
+processes, so this process only does what an application does. Three clients take turns call
+by call, so machine noise falls on all alike: a bare client (no middleware, the SDK's own
+tracing off), one with an empty middleware (what any middleware costs in the SDK), and one
+instrumented by watcher (spans exported over real OTLP/HTTP, the batch exporter running).
+Prints the median and p99 per call of each, watcher's added time per call at the median, and
+the ratio. Target: at most 150 us added at the median, plain and streamed.
 """
 
 from __future__ import annotations
@@ -25,12 +27,31 @@ import anthropic
 
 import watcher
 
-PEER = """
+FAKE_API = """
 import sys
 from watcher.testing import FakeAnthropic
-from watcher._capture import OTLPReceiver
-fake, receiver = FakeAnthropic().start(), OTLPReceiver().start()
-print(fake.base_url, receiver.endpoint, flush=True)
+fake = FakeAnthropic().start()
+print(fake.base_url, flush=True)
+sys.stdin.read()
+"""
+# A stand-in for the daemon in its own process: it takes each OTLP export and answers 200 without
+# decoding, so the time the real daemon spends never lands on the fake API's process.
+OTLP_SINK = """
+import sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class Sink(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+print(f"http://127.0.0.1:{server.server_address[1]}", flush=True)
 sys.stdin.read()
 """
 HI = [{"role": "user", "content": "hi"}]
@@ -92,12 +113,16 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=3000, help="calls per client and mode")
-    parser.add_argument("--rounds", type=int, default=300, help="alternations between bare and instrumented")
+    parser.add_argument(
+        "--rounds", type=int, default=3000, help="alternations between the clients (calls/rounds in a row each)"
+    )
     args = parser.parse_args()
-    peer = subprocess.Popen([sys.executable, "-c", PEER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    peers = [
+        subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for code in (FAKE_API, OTLP_SINK)
+    ]
     try:
-        assert peer.stdout is not None
-        base_url, endpoint = peer.stdout.readline().split()
+        base_url, endpoint = (peer.stdout.readline().strip() for peer in peers if peer.stdout is not None)
         bare = anthropic.Anthropic(base_url=base_url, api_key="bench")
         empty = anthropic.Anthropic(base_url=base_url, api_key="bench", middleware=[passthrough])
         watcher.instrument(watcher.Settings(endpoint=endpoint))
@@ -109,9 +134,10 @@ def main() -> None:
         measure("stream", streamed, clients, args.calls, args.rounds)
         watcher.uninstrument()
     finally:
-        assert peer.stdin is not None
-        peer.stdin.close()
-        peer.wait(timeout=10)
+        for peer in peers:
+            if peer.stdin is not None:
+                peer.stdin.close()
+            peer.wait(timeout=10)
 
 
 if __name__ == "__main__":

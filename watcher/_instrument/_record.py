@@ -33,9 +33,17 @@ def warn_once(what: str, exc: BaseException) -> None:
 
 
 def field_of(obj: object, name: str) -> Any:
-    """`obj[name]` for a dict from JSON, `obj.name` for an SDK model; None when absent."""
-    if type(obj) is dict:  # not isinstance(Mapping): an ABC check per field is measurable per event
+    """`obj[name]` for a dict from JSON, the field `name` of an SDK model; None when absent.
+
+    Runs for every stream event, so it avoids the slow paths: an ABC check for mappings, and
+    pydantic's `__getattr__`, which raises and catches for a field the model does not have.
+    A model's fields are in its `__dict__`; other objects fall back to `getattr`.
+    """
+    if type(obj) is dict:
         return obj.get(name)
+    fields = getattr(obj, "__dict__", None)
+    if type(fields) is dict:
+        return fields.get(name)
     return getattr(obj, name, None)
 
 

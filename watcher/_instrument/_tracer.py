@@ -34,12 +34,12 @@ def _private_provider(settings: Settings) -> TracerProvider:
     SDK's own call spans stay off unless the application turns them on. `instrument()` flushes
     it at exit, after recording any stream still open.
     """
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from ._otlp import FastOTLPSpanExporter
 
     if any(os.environ.get(var) for var in _OTEL_ENDPOINT_VARS):
-        exporter = OTLPSpanExporter()
+        exporter = FastOTLPSpanExporter()
     else:
-        exporter = OTLPSpanExporter(endpoint=f"{settings.endpoint}/v1/traces")
+        exporter = FastOTLPSpanExporter(endpoint=f"{settings.endpoint}/v1/traces")
     provider = TracerProvider(resource=Resource.create(), shutdown_on_exit=False)
     provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=settings.export_delay_ms))
     return provider

@@ -1,0 +1,81 @@
+"""Settings come from the documented sources with clear errors; the CLI and the README's examples work."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from watcher import Settings
+from watcher._capture import OTLPReceiver
+from watcher._demo import run_demo
+from watcher.cli import main
+from watcher.testing import FakeAnthropic
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_environment_variables_override_the_toml_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value in WATCHER_* wins over the same key in the file named by WATCHER_CONFIG."""
+    config = tmp_path / "watcher.toml"
+    config.write_text(
+        'default_request_type = "from-file"\nendpoint = "http://10.0.0.1:4318"\n[[budgets]]\nname = "x"\n'
+    )
+    monkeypatch.setenv("WATCHER_CONFIG", str(config))
+    monkeypatch.setenv("WATCHER_ENDPOINT", "http://127.0.0.1:9999/")
+    settings = Settings()
+    assert settings.default_request_type == "from-file"
+    assert settings.endpoint == "http://127.0.0.1:9999"
+
+
+def test_a_bad_endpoint_is_rejected_with_the_fix_in_the_message() -> None:
+    """An endpoint without a scheme fails when settings are built, and says what to write instead."""
+    with pytest.raises(ValidationError, match="must start with http"):
+        Settings(endpoint="127.0.0.1:4318")
+
+
+def test_export_delay_is_capped_at_one_second() -> None:
+    """Spans must reach the daemon within a second, so a longer export delay is refused."""
+    with pytest.raises(ValidationError):
+        Settings(export_delay_ms=5000)
+
+
+def test_price_command_prints_the_exact_breakdown(capsys: pytest.CaptureFixture[str]) -> None:
+    """`watcher price` prices usage exactly: sonnet 4.6, 1000 in, 500 out, 10000 cache read."""
+    assert main(["price", "claude-sonnet-4-6", "--input", "1000", "--output", "500", "--cache-read", "10000"]) == 0
+    out = capsys.readouterr().out
+    # 1000 x 3 + 500 x 15 + 10000 x 0.30 = 3000 + 7500 + 3000 = 13500 per 1e6
+    assert re.search(r"total\s+\$0\.0135\b", out), out
+
+
+def test_demo_drives_every_request_type_and_flags_the_estimated_model() -> None:
+    """`watcher demo` needs no key or network and prints cost by request type and model."""
+    out = io.StringIO()
+    assert run_demo(out) == 0
+    text = out.getvalue()
+    for request_type in ("extraction", "summarise", "agent", "backfill", "experiment"):
+        assert request_type in text
+    assert "10 cost spans recorded" in text
+    assert re.search(r"claude-nova-1 .* \*$", text, re.MULTILINE)
+    assert re.search(r"^total .*0\.404210$", text, re.MULTILINE), text
+
+
+def test_the_readme_quick_start_runs_as_written() -> None:
+    """The README's instrumentation snippet, run as an app against the fake API, exports a labelled span."""
+    readme = (ROOT / "README.md").read_text()
+    snippet = readme.split("## Instrument your application", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    code = snippet.replace("messages=[...]", 'messages=[{"role": "user", "content": "hi"}]')
+    with FakeAnthropic() as fake, OTLPReceiver() as receiver:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "WATCHER_", "ANTHROPIC_"))}
+        env.update(ANTHROPIC_BASE_URL=fake.base_url, ANTHROPIC_API_KEY="test", WATCHER_ENDPOINT=receiver.endpoint)
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        [span] = receiver.wait_for(1)
+    assert span.attributes["watcher.request_type"] == "extraction"
+    assert span.attributes["gen_ai.request.model"] == "claude-haiku-4-5"
