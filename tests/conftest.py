@@ -9,9 +9,8 @@ import anthropic
 import pytest
 
 import watcher
-from watcher._capture import SpanCapture
 from watcher.settings import Settings
-from watcher.testing import FakeAnthropic
+from watcher.testing import FakeAnthropic, SpanCapture
 
 # The SDK's own call spans are switched off unless a test turns them on: tests count spans.
 os.environ.setdefault("ANTHROPIC_OPEN_TELEMETRY", "false")

@@ -10,8 +10,7 @@ import anthropic
 import pytest
 
 import watcher
-from watcher._capture import SpanCapture
-from watcher.testing import FakeAnthropic, FakeReply
+from watcher.testing import FakeAnthropic, FakeReply, SpanCapture
 
 HI = [{"role": "user", "content": "hi"}]
 CACHED = {

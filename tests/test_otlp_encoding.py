@@ -23,8 +23,8 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-from watcher._capture import OTLPReceiver
 from watcher._instrument._otlp import FastOTLPSpanExporter, encode_spans
+from watcher.testing import OTLPReceiver
 
 keys = st.text(min_size=1, max_size=12)
 floats = st.floats(allow_nan=False)

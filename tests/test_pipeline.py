@@ -11,8 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from watcher._capture import OTLPReceiver
-from watcher.testing import FakeAnthropic
+from watcher.testing import FakeAnthropic, OTLPReceiver
 
 CALL = """
 import anthropic

@@ -13,10 +13,9 @@ import pytest
 from pydantic import ValidationError
 
 from watcher import Settings
-from watcher._capture import OTLPReceiver
 from watcher._demo import run_demo
 from watcher.cli import main
-from watcher.testing import FakeAnthropic
+from watcher.testing import FakeAnthropic, OTLPReceiver
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,3 +78,12 @@ def test_the_readme_quick_start_runs_as_written() -> None:
         [span] = receiver.wait_for(1)
     assert span.attributes["watcher.request_type"] == "extraction"
     assert span.attributes["gen_ai.request.model"] == "claude-haiku-4-5"
+
+
+def test_the_span_capture_example_in_the_testing_docs_passes() -> None:
+    """docs/testing.md's SpanCapture example runs and its assertions hold."""
+    text = (ROOT / "docs" / "testing.md").read_text()
+    block = text.split("## Checking the spend your code reports", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict[str, object] = {}
+    exec(compile(block, "docs/testing.md", "exec"), namespace)
+    namespace["test_extraction_is_labelled_and_priced"]()  # type: ignore[operator]
