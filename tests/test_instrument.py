@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from typing import Any
 
 import anthropic
@@ -380,6 +381,8 @@ def test_a_failure_inside_the_hook_never_breaks_the_call(
 ) -> None:
     """If pricing blows up, the application still gets its message and a warning is logged."""
 
+    caplog.set_level(logging.DEBUG, logger="watcher")
+
     class BrokenPrices:
         def cost(self, *args: object, **kwargs: object) -> None:
             raise RuntimeError("price table exploded")
@@ -410,3 +413,40 @@ def test_instrument_and_uninstrument_are_idempotent_and_uninstrument_stops_recor
     with anthropic.Anthropic(base_url=fake_api.base_url, api_key="k") as fresh:
         assert fresh.middleware == ()
     assert len(spans.cost_spans()) == 1
+
+
+def test_a_billed_response_the_sdk_cannot_parse_is_still_recorded(
+    client: anthropic.Anthropic, fake_api: FakeAnthropic, capture: SpanCapture
+) -> None:
+    """`messages.parse()` whose output fails validation raises for the caller, but its spend is recorded."""
+    from pydantic import BaseModel
+
+    class Invoice(BaseModel):
+        total: float
+
+    fake_api.reply(FakeReply(text="this is not JSON", usage={"input_tokens": 40, "output_tokens": 4}))
+    with pytest.raises(Exception):  # noqa: B017 - the SDK's own parsing error reaches the caller
+        client.messages.parse(model="claude-haiku-4-5", max_tokens=64, messages=HI, output_format=Invoice)
+    attrs = only_cost_span(capture)
+    assert attrs["gen_ai.usage.input_tokens"] == 40
+
+
+def test_hook_failures_are_logged_without_content(fake_api: FakeAnthropic, caplog: pytest.LogCaptureFixture) -> None:
+    """A failure's log line names the error type and place, never its message (which may quote content)."""
+
+    caplog.set_level(logging.DEBUG, logger="watcher")
+
+    class LeakyPrices:
+        def cost(self, *args: object, **kwargs: object) -> None:
+            raise RuntimeError("SECRET-CONTENT in an error message")
+
+    spans = SpanCapture()
+    watcher.instrument(tracer_provider=spans.provider, price_table=LeakyPrices())  # type: ignore[arg-type]
+    try:
+        with anthropic.Anthropic(base_url=fake_api.base_url, api_key="k") as client:
+            client.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=HI)
+        watcher.flush()
+    finally:
+        watcher.uninstrument()
+    assert "RuntimeError" in caplog.text
+    assert "SECRET" not in caplog.text

@@ -107,7 +107,10 @@ def _table(spans: list[ReadableSpan], out: IO[str]) -> None:
     print("-" * len(header), file=out)
     for (rtype, model), (calls, inp, outp, cached, cost) in sorted(rows.items(), key=lambda kv: -kv[1][4]):
         mark = " *" if (rtype, model) in estimated else ""
-        print(f"{rtype:<12} {model:<18} {calls:>5} {inp:>8} {outp:>7} {cached:>7} {cost:>10.6f}{mark}", file=out)
+        print(
+            f"{rtype:<12} {model:<18} {calls:>5.0f} {inp:>8.0f} {outp:>7.0f} {cached:>7.0f} {cost:>10.6f}{mark}",
+            file=out,
+        )
     print("-" * len(header), file=out)
     print(
         f"{'total':<12} {'':<18} {len(spans):>5} {'':>8} {'':>7} {'':>7} {sum(r[4] for r in rows.values()):>10.6f}",

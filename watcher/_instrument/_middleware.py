@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -54,6 +55,7 @@ class Hook:
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
         self._batch_types: OrderedDict[str, str] = OrderedDict()
+        self._batch_lock = threading.Lock()
 
     def begin(self, request: APIRequest, platform: str, route: str) -> CallInfo:
         """What is known of the call before it is sent."""
@@ -80,9 +82,10 @@ class Hook:
         response = call_next(request)
         if call is not None and _succeeded(response):
             try:
-                self._after(route, call, response, response.parse())
+                parsed = response.parse()
             except Exception as exc:
-                warn_once("read a response", exc)
+                parsed = _unparsed_body(response, call, exc)
+            self._safe_after(route, call, response, parsed)
         return response
 
     async def handle_async(
@@ -95,9 +98,10 @@ class Hook:
         response = await call_next(request)
         if call is not None and _succeeded(response):
             try:
-                self._after(route, call, response, await response.parse())
+                parsed = await response.parse()
             except Exception as exc:
-                warn_once("read a response", exc)
+                parsed = _unparsed_body(response, call, exc)
+            self._safe_after(route, call, response, parsed)
         return response
 
     def _safe_begin(self, request: APIRequest, platform: str, route: str) -> CallInfo | None:
@@ -106,6 +110,14 @@ class Hook:
         except Exception as exc:
             warn_once("inspect a request", exc)
             return None
+
+    def _safe_after(self, route: str, call: CallInfo, response: Any, parsed: Any) -> None:
+        if parsed is None:
+            return
+        try:
+            self._after(route, call, response, parsed)
+        except Exception as exc:
+            warn_once("read a response", exc)
 
     def _after(self, route: str, call: CallInfo, response: Any, parsed: Any) -> None:
         if route == MESSAGE:
@@ -134,9 +146,10 @@ class Hook:
 
     def _remember_batch(self, batch_id: object, request_type: str) -> None:
         if isinstance(batch_id, str):
-            self._batch_types[batch_id] = request_type
-            while len(self._batch_types) > _MAX_BATCHES:
-                self._batch_types.popitem(last=False)
+            with self._batch_lock:
+                self._batch_types[batch_id] = request_type
+                while len(self._batch_types) > _MAX_BATCHES:
+                    self._batch_types.popitem(last=False)
 
     def _batch_item(self, call: CallInfo, item: object) -> None:
         result = field_of(item, "result")
@@ -144,6 +157,19 @@ class Hook:
             return
         message = field_of(result, "message")
         self._record_message(dataclasses.replace(call, start_ns=time.time_ns()), message)
+
+
+def _unparsed_body(response: Any, call: CallInfo, error: Exception) -> Any:
+    """The JSON body of a billed response the SDK could not parse (a `messages.parse()` whose
+    output failed validation is still billed); None for a stream, which the SDK cannot read either."""
+    warn_once("parse a response with the SDK", error)
+    if call.stream:
+        return None
+    try:
+        return response.http_response.json()
+    except Exception as exc:
+        warn_once("read a response body", exc)
+        return None
 
 
 def _succeeded(response: Any) -> bool:

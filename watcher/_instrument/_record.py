@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,10 +27,19 @@ Attributes = dict[str, AttributeValue]
 
 
 def warn_once(what: str, exc: BaseException) -> None:
-    """Logs a hook failure: a warning the first time for each `what`, debug after that."""
+    """Logs a hook failure: a warning the first time for each `what`, debug after that.
+
+    Only the error's type and where it was raised are logged, never its message or a
+    traceback with locals: a parsing error's message can quote the response, and logs must
+    carry no prompt or response content.
+    """
     level = logging.DEBUG if what in _warned else logging.WARNING
     _warned.add(what)
-    log.log(level, "watcher could not %s; the Anthropic call itself is unaffected", what, exc_info=exc)
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    log.log(
+        level, "watcher could not %s (%s%s); the Anthropic call itself is unaffected", what, type(exc).__name__, where
+    )
 
 
 def field_of(obj: object, name: str) -> Any:
