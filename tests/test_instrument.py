@@ -450,3 +450,19 @@ def test_hook_failures_are_logged_without_content(fake_api: FakeAnthropic, caplo
         watcher.uninstrument()
     assert "RuntimeError" in caplog.text
     assert "SECRET" not in caplog.text
+
+
+def test_bedrock_calls_are_recorded_and_marked_with_their_platform(
+    capture: SpanCapture, fake_api: FakeAnthropic
+) -> None:
+    """AnthropicBedrock calls are priced by their Bedrock model id and carry `watcher.platform`."""
+    with anthropic.AnthropicBedrock(api_key="token", aws_region="us-east-1", base_url=fake_api.base_url) as bedrock:
+        bedrock.messages.create(
+            model="us.anthropic.claude-haiku-4-5-20251001-v1:0",
+            max_tokens=8,
+            messages=HI,  # type: ignore[arg-type]
+        )
+    attrs = only_cost_span(capture)
+    assert attrs["watcher.platform"] == "aws.bedrock"
+    assert attrs["watcher.pricing.model"] == "claude-haiku-4-5"
+    assert fake_api.requests[-1].path.startswith("/model/")

@@ -1,4 +1,4 @@
-"""Maps a method and path of the Anthropic API (first-party or Vertex) to the fake's `Response`."""
+"""Maps a method and path of the Anthropic API (first-party, Vertex, or Bedrock's non-streamed invoke) to a `Response`."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ class Response:
 _Handler = Callable[["Routes", "re.Match[str]", object], Response]
 _VERTEX_MODELS = "/v1/projects/[^/]+/locations/[^/]+/publishers/anthropic/models/"
 _VERTEX_PREDICT = _VERTEX_MODELS + "(?P<model>[^/:]+):(?:rawPredict|streamRawPredict)"
+_BEDROCK_INVOKE = "/model/(?P<model>[^/]+)/invoke"
 
 
 class Routes:
@@ -151,4 +152,5 @@ _ROUTES = (
     _route("GET", _BATCH + "/results", Routes.batch_results),
     _route("POST", _VERTEX_MODELS + "count-tokens:rawPredict", Routes.count_tokens),
     _route("POST", _VERTEX_PREDICT, Routes.create_message),
+    _route("POST", _BEDROCK_INVOKE, Routes.create_message),
 )
