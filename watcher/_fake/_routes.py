@@ -1,4 +1,4 @@
-"""Maps a method and path of the Anthropic API (first-party, Vertex, or Bedrock's non-streamed invoke) to a `Response`."""
+"""Maps a method and path of the Anthropic API (first-party, Vertex, Bedrock invoke) to a `Response`."""
 
 from __future__ import annotations
 
