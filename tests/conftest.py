@@ -14,6 +14,8 @@ from watcher.testing import FakeAnthropic, SpanCapture
 
 # The SDK's own call spans are switched off unless a test turns them on: tests count spans.
 os.environ.setdefault("ANTHROPIC_OPEN_TELEMETRY", "false")
+# No daemon runs during tests unless a test starts one: do not poll for kill switches by default.
+os.environ.setdefault("WATCHER_KILLSWITCH_POLL_S", "0")
 
 
 @pytest.fixture

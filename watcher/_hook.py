@@ -5,8 +5,10 @@ from __future__ import annotations
 import atexit
 import threading
 
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import TracerProvider
 
+from ._instrument._killswitch import KillSwitchPoller
 from ._instrument._middleware import Hook, set_hook
 from ._instrument._patch import patch_clients, unpatch_clients
 from ._instrument._record import Recorder
@@ -18,7 +20,7 @@ from .settings import Settings
 __all__ = ["flush", "instrument", "uninstrument"]
 
 _lock = threading.Lock()
-_installed: list[tuple[Recorder, TracerChoice]] = []
+_installed: list[tuple[Recorder, TracerChoice, KillSwitchPoller | None]] = []
 
 
 def instrument(
@@ -42,10 +44,11 @@ def instrument(
         prices = price_table if price_table is not None else load_price_table(settings.prices_file)
         tracer = TracerChoice(settings, tracer_provider)
         recorder = Recorder(tracer, prices, settings.default_request_type, settings.capture_content)
-        set_hook(Hook(recorder))
+        poller = _poller(settings)
+        set_hook(Hook(recorder, poller.board.check if poller else None))
         patch_clients()
         atexit.register(_at_exit, recorder, tracer)
-        _installed.append((recorder, tracer))
+        _installed.append((recorder, tracer, poller))
 
 
 def uninstrument() -> None:
@@ -59,7 +62,9 @@ def uninstrument() -> None:
         unpatch_clients()
         finish_live_streams()
         set_hook(None)
-        recorder, tracer = _installed.pop()
+        recorder, tracer, poller = _installed.pop()
+        if poller is not None:
+            poller.stop()
         atexit.unregister(_at_exit)
         _at_exit(recorder, tracer)
 
@@ -73,9 +78,25 @@ def flush(timeout_s: float = 5.0) -> bool:
     with _lock:
         if not _installed:
             return True
-        recorder, tracer = _installed[-1]
+        recorder, tracer, _ = _installed[-1]
     recorder.pending.drain()
     return tracer.force_flush(timeout_s)
+
+
+def _poller(settings: Settings) -> KillSwitchPoller | None:
+    """The kill-switch poller for this process, started; None when enforcement is off (poll interval 0)."""
+    if settings.killswitch_poll_s <= 0:
+        return None
+    resource = Resource.create().attributes
+    environment = resource.get("deployment.environment.name") or resource.get("deployment.environment")
+    return KillSwitchPoller(
+        settings.endpoint,
+        interval_s=settings.killswitch_poll_s,
+        service=str(resource.get("service.name", "unknown_service")),
+        environment=str(environment or "default"),
+        fail_closed=settings.fail_mode == "closed",
+        token=settings.token.get_secret_value() if settings.token else None,
+    ).start()
 
 
 def _at_exit(recorder: Recorder, tracer: TracerChoice) -> None:

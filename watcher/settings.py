@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -52,6 +52,18 @@ class Settings(BaseSettings):
 
     export_delay_ms: Annotated[int, Field(ge=1, le=1000)] = 500
     """WATCHER_EXPORT_DELAY_MS: longest time a finished span waits before it is exported (1-1000 ms)."""
+
+    killswitch_poll_s: Annotated[float, Field(ge=0, le=60)] = 1.0
+    """WATCHER_KILLSWITCH_POLL_S: how often the hook asks the daemon which kill switches are engaged; 0 turns
+    enforcement off."""
+
+    fail_mode: Literal["open", "closed"] = "open"
+    """WATCHER_FAIL_MODE: when the daemon cannot be reached, `open` lets calls through (logged once), `closed`
+    refuses them with BudgetExceeded until it answers again."""
+
+    token: SecretStr | None = None
+    """WATCHER_TOKEN: bearer token for the daemon, required by a daemon listening beyond loopback. Sent by the
+    hook with its spans and kill-switch polls."""
 
     enabled: bool = True
     """WATCHER_ENABLED: `false` makes `import watcher.auto` do nothing, for switching watcher off without a deploy."""

@@ -12,6 +12,7 @@ from typing import Any
 from anthropic import APIRequest, Middleware
 
 from .._context import current_request_type
+from ..exceptions import BudgetExceeded
 from ._record import CallInfo, Recorder, field_of, warn_once
 from ._streams import StreamTally, attach_body_watch, observe, observe_async
 
@@ -39,6 +40,15 @@ def _batch_id(request: APIRequest) -> str:
     return request.url.split("?", 1)[0].rstrip("/").split("/")[-2]
 
 
+def _batch_models(body: Mapping[str, Any] | None) -> set[str | None]:
+    """The models a batch-create body asks for (one check per model, not per request)."""
+    requests = body.get("requests") if body else None
+    if not isinstance(requests, list):
+        return {None}
+    params = (item.get("params") for item in requests if isinstance(item, Mapping))
+    return {p.get("model") if isinstance(p, Mapping) else None for p in params} or {None}
+
+
 def _noop(outcome: str) -> None:
     return None
 
@@ -52,8 +62,9 @@ class Hook:
     and logged: it never breaks the call.
     """
 
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Recorder, guard: Callable[[str, str | None], None] | None = None) -> None:
         self.recorder = recorder
+        self.guard = guard
         self._batch_types: OrderedDict[str, str] = OrderedDict()
         self._batch_lock = threading.Lock()
 
@@ -68,7 +79,12 @@ class Hook:
             stream=bool(request.stream and route == MESSAGE),
         )
         if route == MESSAGE:
+            if self.guard is not None:
+                self.guard(call.request_type, call.request_model)
             call.content = self.recorder.request_content(body)
+        elif route == BATCH_CREATE and self.guard is not None:
+            for model in _batch_models(body):
+                self.guard(call.request_type, model)
         elif route == BATCH_RESULTS:
             call.batch_id = _batch_id(request)
             call.request_type = self._batch_types.get(call.batch_id, self.recorder.default_request_type)
@@ -107,6 +123,8 @@ class Hook:
     def _safe_begin(self, request: APIRequest, platform: str, route: str) -> CallInfo | None:
         try:
             return self.begin(request, platform, route)
+        except BudgetExceeded:
+            raise  # the one error the hook lets through: the call is refused before it is sent
         except Exception as exc:
             warn_once("inspect a request", exc)
             return None

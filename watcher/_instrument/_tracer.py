@@ -39,7 +39,9 @@ def _private_provider(settings: Settings) -> TracerProvider:
     if any(os.environ.get(var) for var in _OTEL_ENDPOINT_VARS):
         exporter = FastOTLPSpanExporter()
     else:
-        exporter = FastOTLPSpanExporter(endpoint=f"{settings.endpoint}/v1/traces")
+        token = settings.token.get_secret_value() if settings.token else None
+        headers = {"authorization": f"Bearer {token}"} if token else None
+        exporter = FastOTLPSpanExporter(endpoint=f"{settings.endpoint}/v1/traces", headers=headers)
     provider = TracerProvider(resource=Resource.create(), shutdown_on_exit=False)
     provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=settings.export_delay_ms))
     return provider

@@ -1,0 +1,174 @@
+"""The application side of the kill switch: poll the daemon off the call path, refuse calls in scope."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import re
+import threading
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..exceptions import BudgetExceeded
+
+__all__ = ["Board", "KillSwitchPoller", "Rule", "parse_rules"]
+
+log = logging.getLogger("watcher")
+FORMAT_VERSION = 1
+UNREACHABLE = "watcher-daemon-unreachable"
+Fetch = Callable[[str, float, dict[str, str]], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One engaged kill switch, reduced to what this process must check per call.
+
+    The scope's service and environment are settled when the rule is built (this process has
+    one of each), so a call only tests its request type and model, with compiled patterns.
+    """
+
+    budget: str
+    request_type: re.Pattern[str] | None
+    model: re.Pattern[str] | None
+    spend_usd: float
+    limit_usd: float
+    resets_at: datetime | None
+
+    def covers(self, request_type: str, model: str | None) -> bool:
+        if self.request_type is not None and not self.request_type.fullmatch(request_type):
+            return False
+        return self.model is None or (model is not None and self.model.fullmatch(model) is not None)
+
+    def refusal(self) -> BudgetExceeded:
+        return BudgetExceeded(
+            self.budget, spend_usd=self.spend_usd, limit_usd=self.limit_usd, resets_at=self.resets_at
+        )
+
+
+def _pattern(value: object) -> re.Pattern[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"scope values must be strings or null, got {value!r}")
+    return re.compile(fnmatch.translate(value))
+
+
+def _when(value: object) -> datetime | None:
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")) if value else None
+
+
+def parse_rules(body: bytes, service: str, environment: str) -> tuple[Rule, ...]:
+    """The rules in a `/v1/killswitch` answer that can apply to this process. Raises ValueError."""
+    document = json.loads(body)
+    if not isinstance(document, dict) or document.get("version") != FORMAT_VERSION:
+        raise ValueError(f"unknown kill-switch format version {document.get('version')!r}")
+    rules = []
+    for item in document.get("engaged", []):
+        scope = item.get("scope") or {}
+        own = {"service": service, "environment": environment}
+        if any(scope.get(k) is not None and not fnmatch.fnmatchcase(v, str(scope[k])) for k, v in own.items()):
+            continue
+        rules.append(
+            Rule(
+                budget=str(item["budget"]),
+                request_type=_pattern(scope.get("request_type")),
+                model=_pattern(scope.get("model")),
+                spend_usd=float(item.get("spend_usd") or 0),
+                limit_usd=float(item.get("limit_usd") or 0),
+                resets_at=_when(item.get("resets_at")),
+            )
+        )
+    return tuple(rules)
+
+
+class Board:
+    """The engaged rules as last polled; `check` is what every call pays: nothing, when none are engaged."""
+
+    def __init__(self, fail_closed: bool) -> None:
+        self.rules: tuple[Rule, ...] = ()
+        self.fail_closed = fail_closed
+        self.reachable = True
+
+    def check(self, request_type: str, model: str | None) -> None:
+        """Raises BudgetExceeded if an engaged switch covers the call. Thread-safe (reads one tuple)."""
+        if not self.reachable and self.fail_closed:
+            raise BudgetExceeded(UNREACHABLE, spend_usd=0.0, limit_usd=0.0)
+        for rule in self.rules:
+            if rule.covers(request_type, model):
+                raise rule.refusal()
+
+
+def _http_get(url: str, timeout_s: float, headers: dict[str, str]) -> bytes:
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        body: bytes = response.read()
+        return body
+
+
+class KillSwitchPoller:
+    """Polls `{endpoint}/v1/killswitch` every `interval_s` on a daemon thread and updates `board`.
+
+    Never on the call path. An unreachable daemon is logged once per outage; the board then
+    fails open, or closed with `fail_closed` (calls refused until the daemon answers). With
+    `fail_closed` the first poll happens in `start()` so the first call sees a real answer.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        interval_s: float,
+        service: str,
+        environment: str,
+        fail_closed: bool = False,
+        token: str | None = None,
+        fetch: Fetch = _http_get,
+    ) -> None:
+        self.url = f"{endpoint}/v1/killswitch"
+        self.board = Board(fail_closed)
+        self._interval_s = interval_s
+        self._service, self._environment = service, environment
+        self._headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._fetch = fetch
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="watcher-killswitch", daemon=True)
+
+    def start(self) -> KillSwitchPoller:
+        if self.board.fail_closed:
+            self.refresh()
+        self._thread.start()
+        return self
+
+    def refresh(self) -> None:
+        """Polls once, now, in the calling thread. Never raises."""
+        try:
+            body = self._fetch(self.url, max(0.2, min(self._interval_s, 2.0)), self._headers)
+            self.board.rules = parse_rules(body, self._service, self._environment)
+        except ValueError as exc:
+            log.warning("watcher ignored a kill-switch answer it cannot read (%s); keeping the last one", exc)
+            return
+        except Exception as exc:
+            self._unreachable(exc)
+            return
+        if not self.board.reachable:
+            log.warning("watcher reached the daemon at %s again", self.url)
+        self.board.reachable = True
+
+    def _unreachable(self, exc: Exception) -> None:
+        if self.board.reachable:
+            mode = "refusing calls (WATCHER_FAIL_MODE=closed)" if self.board.fail_closed else "letting calls through"
+            log.warning("watcher cannot reach the daemon at %s (%s); %s", self.url, type(exc).__name__, mode)
+        self.board.reachable = False
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self.refresh()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
