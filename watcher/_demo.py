@@ -146,4 +146,6 @@ def run_demo(out: IO[str]) -> int:
     spans = [span for span in keep.spans if span.attributes and COST in span.attributes]
     print(f"{len(spans)} cost spans recorded\n", file=out)
     _table(spans, out)
-    return 0
+    from ._demo_loop import run_loop
+
+    return run_loop(out)

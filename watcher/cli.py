@@ -36,6 +36,108 @@ def _price(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+    import os
+    from pathlib import Path
+
+    from .daemon._serve import serve
+    from .settings import CONFIG_FILE_ENV, Settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.config:
+        os.environ[CONFIG_FILE_ENV] = args.config
+    overrides = {"listen": args.listen} if args.listen else {}
+    config = Path(os.environ.get(CONFIG_FILE_ENV, "watcher.toml"))
+    return serve(Settings(**overrides), config)
+
+
+def _daemon_get(path: str) -> object:
+    """GET a JSON document from the configured daemon; raises OSError with a readable message."""
+    import json
+    import urllib.request
+
+    from .settings import Settings
+
+    settings = Settings()
+    headers = {"authorization": f"Bearer {settings.token.get_secret_value()}"} if settings.token else {}
+    request = urllib.request.Request(f"{settings.endpoint}{path}", headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _status(args: argparse.Namespace) -> int:
+    try:
+        document = _daemon_get("/v1/budgets")
+    except OSError as error:
+        print(f"cannot reach the daemon: {error}", file=sys.stderr)
+        return 1
+    budgets = document.get("budgets", []) if isinstance(document, dict) else []
+    if not budgets:
+        print("no budgets configured (add [[budgets]] to the daemon's config file)")
+        return 0
+    print(f"{'budget':<24} {'spend':>10} {'limit':>10} {'used':>6}  {'state':<7} resets")
+    for b in budgets:
+        used = f"{100 * b['used_ratio']:.0f}%"
+        money = f"{b['spend_usd']:>10.2f} {b['limit_usd']:>10.2f}"
+        print(f"{b['name']:<24} {money} {used:>6}  {b['state']:<7} {b['resets_at']}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from .ledger import open_ledger
+    from .reporting import parse_since, render_report
+    from .settings import Settings
+
+    until = datetime.now(UTC)
+    since = parse_since(args.since, until)
+    ledger = open_ledger(Settings().ledger_url())
+    try:
+        print(render_report(ledger.breakdown(since, until, args.by), args.by, since, until))
+    finally:
+        ledger.close()
+    return 0
+
+
+def _killswitch(args: argparse.Namespace) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    from .settings import Settings
+
+    settings = Settings()
+    headers = {"authorization": f"Bearer {settings.token.get_secret_value()}"} if settings.token else {}
+    if args.action == "status":
+        request = urllib.request.Request(f"{settings.endpoint}/v1/killswitch", headers=headers)
+    else:
+        if not args.name:
+            print(f"watcher killswitch {args.action} needs a budget name", file=sys.stderr)
+            return 2
+        url = f"{settings.endpoint}/v1/killswitch/{args.name}/{args.action}"
+        request = urllib.request.Request(url, data=b"", headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            document = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        print(f"the daemon refused: {error.code} {error.read().decode(errors='replace')}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"cannot reach the daemon at {settings.endpoint}: {error}", file=sys.stderr)
+        return 1
+    if args.action == "status":
+        engaged = document.get("engaged", [])
+        if not engaged:
+            print("no kill switch engaged")
+        for item in engaged:
+            print(f"{item['budget']:<24} engaged since {item['since']} ({item['reason']}), resets {item['resets_at']}")
+    else:
+        print(f"{args.name}: kill switch {'engaged' if document.get('engaged') else 'released'}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
@@ -48,6 +150,20 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="drive the fake API through the hook and print a cost breakdown")
     demo.set_defaults(run=_demo)
+    serve = commands.add_parser("serve", help="run the daemon: OTLP ingest, ledger, budgets, kill switches")
+    serve.add_argument("--listen", help="HOST:PORT (default WATCHER_LISTEN or 127.0.0.1:4318)")
+    serve.add_argument("--config", help="TOML config file with [[budgets]] (default WATCHER_CONFIG or ./watcher.toml)")
+    serve.set_defaults(run=_serve)
+    status = commands.add_parser("status", help="each budget's spend, limit, percent, state and reset time")
+    status.set_defaults(run=_status)
+    report = commands.add_parser("report", help="cost breakdown from the ledger")
+    report.add_argument("--since", default="7d", help="how far back: 24h, 7d, 30d, or an ISO date (default 7d)")
+    report.add_argument("--by", default="request_type", choices=["request_type", "model", "service", "environment"])
+    report.set_defaults(run=_report)
+    kill = commands.add_parser("killswitch", help="show, engage or release kill switches on the daemon")
+    kill.add_argument("action", choices=["status", "engage", "release"])
+    kill.add_argument("name", nargs="?", help="budget name (engage, release)")
+    kill.set_defaults(run=_killswitch)
     price = commands.add_parser("price", help="price one request's usage exactly")
     price.add_argument("model")
     for flag in ("input", "output", "cache-read", "cache-write-5m", "cache-write-1h", "web-searches"):

@@ -37,6 +37,5 @@ class BudgetExceeded(WatcherError):
         self.limit_usd = limit_usd
         self.resets_at = resets_at
         reset = f", resets at {resets_at.isoformat()}" if resets_at else ""
-        super().__init__(
-            f"budget {budget!r} is over its kill threshold: ${spend_usd:.2f} spent of ${limit_usd:.2f}{reset}"
-        )
+        spent, limit = (f"${v:,.2f}" if v >= 10 else f"${v:,.4f}" for v in (spend_usd, limit_usd))
+        super().__init__(f"budget {budget!r} is over its kill threshold: {spent} spent of {limit}{reset}")

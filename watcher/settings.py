@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -18,6 +19,18 @@ __all__ = ["CONFIG_FILE_ENV", "Settings"]
 
 CONFIG_FILE_ENV = "WATCHER_CONFIG"
 """Names the TOML file whose top-level keys are settings (default `watcher.toml` in the working directory)."""
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "watcher"
+
+
+class AlertsConfig(BaseModel):
+    """The `[alerts]` table of the config file."""
+
+    urls: list[str] = Field(default_factory=list)
+    apprise_config: Path | None = None
 
 
 class Settings(BaseSettings):
@@ -66,6 +79,43 @@ class Settings(BaseSettings):
     hook with its spans and kill-switch polls."""
 
     enabled: bool = True
+    """WATCHER_ENABLED: `false` makes `import watcher.auto` do nothing, for switching watcher off without a deploy."""
+
+    # --- the daemon (`watcher serve`) ---------------------------------------------------------------
+
+    listen: str = "127.0.0.1:4318"
+    """WATCHER_LISTEN: HOST:PORT of the daemon's HTTP port (OTLP/HTTP, kill-switch API, metrics). Beyond
+    loopback it requires WATCHER_TOKEN."""
+
+    state_dir: Path = Field(default_factory=lambda: _default_state_dir())
+    """WATCHER_STATE_DIR: where the daemon keeps its ledger and state (default `$XDG_STATE_HOME/watcher`,
+    else `~/.local/state/watcher`)."""
+
+    database_url: str | None = None
+    """WATCHER_DATABASE_URL: the ledger, e.g. `sqlite:///var/lib/watcher/ledger.db` (default: `ledger.db` in
+    the state directory)."""
+
+    alert_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """WATCHER_ALERT_URLS: apprise URLs for alerts, comma-separated (`slack://...,mailto://...`); adds to the
+    config file's `[alerts] urls`. With none, alerts go to the daemon's log."""
+
+    alerts: AlertsConfig = Field(default_factory=lambda: AlertsConfig())
+    """The `[alerts]` table of the config file: `urls = [...]` and `apprise_config = "path"`."""
+
+    max_request_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+    """WATCHER_MAX_REQUEST_BYTES: the largest OTLP request body accepted, before and after decompression."""
+
+    @field_validator("alert_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [url.strip() for url in value.split(",") if url.strip()]
+        return value
+
+    def ledger_url(self) -> str:
+        """The ledger's URL: WATCHER_DATABASE_URL, else a SQLite file in the state directory."""
+        return self.database_url or f"sqlite:///{self.state_dir / 'ledger.db'}"
+
     """WATCHER_ENABLED: `false` makes `import watcher.auto` do nothing, for switching watcher off without a deploy."""
 
     @field_validator("endpoint")

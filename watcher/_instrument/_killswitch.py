@@ -43,9 +43,7 @@ class Rule:
         return self.model is None or (model is not None and self.model.fullmatch(model) is not None)
 
     def refusal(self) -> BudgetExceeded:
-        return BudgetExceeded(
-            self.budget, spend_usd=self.spend_usd, limit_usd=self.limit_usd, resets_at=self.resets_at
-        )
+        return BudgetExceeded(self.budget, spend_usd=self.spend_usd, limit_usd=self.limit_usd, resets_at=self.resets_at)
 
 
 def _pattern(value: object) -> re.Pattern[str] | None:
@@ -171,4 +169,3 @@ class KillSwitchPoller:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-

@@ -1,0 +1,181 @@
+"""Daemon ingestion throughput: OTLP/HTTP protobuf batches of 512 cost spans, through to the committed ledger.
+
+Usage: python bench/ingest.py [--batches N] [--senders K]
+
+Starts `watcher serve` as its own process (fresh state directory, one budget so evaluation runs
+on every batch), sends N export requests of 512 distinct watcher cost spans from K sender
+threads, and prints spans per second end to end (every request answered 200 only after its
+spans were committed), the ledger's row count, and the daemon's peak memory (VmHWM) after the
+first and the last batch. Baseline, measured in this run on the same bodies: a plain Python
+decode that turns every attribute of every span into dicts. Target: at least 30k spans/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+CONFIG = """
+[[budgets]]
+name = "all-daily"
+limit_usd = 1000000
+period = "day"
+"""
+BATCH = 512
+
+
+def cost_span_bodies(batches: int) -> list[bytes]:
+    """`batches` export bodies of 512 spans each, as watcher's hook makes them, with distinct response ids."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "bench"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("watcher")
+    template = {
+        "gen_ai.provider.name": "anthropic",
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "claude-haiku-4-5",
+        "gen_ai.response.model": "claude-haiku-4-5",
+        "gen_ai.usage.input_tokens": 1300,
+        "gen_ai.usage.output_tokens": 200,
+        "gen_ai.usage.cache_read.input_tokens": 1000,
+        "gen_ai.usage.cache_write.input_tokens": 0,
+        "anthropic.usage.uncached_input_tokens": 300,
+        "anthropic.usage.cache_creation.ephemeral_5m_input_tokens": 0,
+        "anthropic.usage.cache_creation.ephemeral_1h_input_tokens": 0,
+        "anthropic.usage.server_tool_use.web_search_requests": 0,
+        "anthropic.response.service_tier": "standard",
+        "gen_ai.usage.cost.amount": 0.0014,
+        "gen_ai.usage.cost.currency": "USD",
+        "gen_ai.usage.cost.source": "local",
+        "watcher.cost.input_usd": 0.0003,
+        "watcher.cost.output_usd": 0.001,
+        "watcher.cost.cache_read_usd": 0.0001,
+        "watcher.cost.cache_write_usd": 0.0,
+        "watcher.cost.tools_usd": 0.0,
+        "watcher.cost.estimated": False,
+        "watcher.pricing.version": "2026-11-25",
+        "watcher.pricing.model": "claude-haiku-4-5",
+        "watcher.platform": "anthropic",
+    }
+    bodies = []
+    for b in range(batches):
+        exporter.clear()
+        for i in range(BATCH):
+            attributes = {**template, "gen_ai.response.id": f"msg_{b}_{i}", "watcher.request_type": f"type{i % 8}"}
+            tracer.start_span("chat claude-haiku-4-5", attributes=attributes).end()
+        bodies.append(encode_spans(exporter.get_finished_spans()).SerializeToString())
+    return bodies
+
+
+def naive_decode_rate(bodies: list[bytes]) -> float:
+    """Spans/s of the baseline: protobuf decode, then every attribute of every span into a dict."""
+    start = time.perf_counter()
+    count = 0
+    for body in bodies:
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    {kv.key: getattr(kv.value, kv.value.WhichOneof("value")) for kv in span.attributes}
+                    count += 1
+    return count / (time.perf_counter() - start)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def post(url: str, body: bytes) -> None:
+    request = urllib.request.Request(url, data=body, headers={"content-type": "application/x-protobuf"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.status == 200
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=200)
+    parser.add_argument("--senders", type=int, default=2)
+    args = parser.parse_args()
+    bodies = cost_span_bodies(args.batches)
+    baseline = naive_decode_rate(bodies[:20])
+    state = Path(tempfile.mkdtemp(prefix="watcher-bench-"))
+    (state / "watcher.toml").write_text(CONFIG)
+    port = free_port()
+    env = {**os.environ, "WATCHER_STATE_DIR": str(state), "WATCHER_LISTEN": f"127.0.0.1:{port}"}
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "watcher.cli", "serve", "--config", str(state / "watcher.toml")],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"{url}/healthz", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)  # waiting for a separate process to bind: no event to wait on
+        post(f"{url}/v1/traces", bodies[0])
+        first_peak = peak_rss_mb(daemon.pid)
+        queue = list(reversed(bodies[1:]))
+        lock = threading.Lock()
+
+        def sender() -> None:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    body = queue.pop()
+                post(f"{url}/v1/traces", body)
+
+        start = time.perf_counter()
+        threads = [threading.Thread(target=sender) for _ in range(args.senders)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - start
+        spans = (len(bodies) - 1) * BATCH
+        rate = spans / elapsed
+        rows = sqlite3.connect(state / "ledger.db").execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+        print(f"{spans} spans in {elapsed:.2f} s: {rate:,.0f} spans/s end to end ({args.senders} senders)")
+        print(
+            f"baseline (naive full-attribute decode only, no storage): {baseline:,.0f} spans/s; "
+            f"ratio {rate / baseline:.2f}"
+        )
+        print(
+            f"ledger rows: {rows}; daemon peak RSS {first_peak:.0f} MB after the first batch, "
+            f"{peak_rss_mb(daemon.pid):.0f} MB after the last"
+        )
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

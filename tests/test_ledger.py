@@ -1,0 +1,245 @@
+"""The SQLite ledger: exact sums, scope globs, dedupe by key and rank, breakdowns, persistence."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from watcher.exceptions import ConfigError
+from watcher.ledger import DIMENSIONS, SCHEMA_VERSION, AppendResult, Entry, Scope, SqliteLedger, open_ledger
+
+T0 = datetime(2025, 6, 1, tzinfo=UTC)
+END = T0 + timedelta(days=1)
+
+
+def entry(key: str, cost: str = "0.01", **fields: Any) -> Entry:
+    """A billed response at T0 (unless `time` is given) costing `cost` USD."""
+    base = Entry(key, T0, "api", "prod", "chat", "claude-sonnet-4-5", cost_usd=Decimal(cost), rank=2)
+    return replace(base, **fields)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[SqliteLedger]:
+    with SqliteLedger(tmp_path / "ledger.db") as fresh:
+        yield fresh
+
+
+def test_spend_sums_appended_costs_exactly(ledger: SqliteLedger) -> None:
+    """Costs that float addition would blur add up to the exact Decimal."""
+    ledger.append([entry(f"k{i}", "0.1") for i in range(1000)] + [entry("tiny", "0.000000001")])
+    assert ledger.spend(Scope(), T0, END) == Decimal("100.000000001")
+
+
+def test_costs_are_kept_to_the_nano_dollar_rounding_half_even(ledger: SqliteLedger) -> None:
+    """Below 1e-9 USD a cost is rounded half-even: 2.5 nano-dollars become 2, 3.5 become 4."""
+    ledger.append([entry("a", "0.0000000025"), entry("b", "0.0000000035")])
+    assert ledger.spend(Scope(), T0, END) == Decimal("0.000000006")
+
+
+def test_spend_matches_only_entries_whose_fields_match_every_glob(ledger: SqliteLedger) -> None:
+    """Globs on request type and model select entries; a glob matching nothing gives zero."""
+    ledger.append(
+        [
+            entry("1", "1", request_type="extract_invoice", model="claude-sonnet-4-5"),
+            entry("2", "2", request_type="extract_receipt", model="claude-haiku-4-5"),
+            entry("3", "4", request_type="extract_receipt", model="claude-opus-4-1"),
+            entry("4", "8", request_type="summarise", model="claude-sonnet-4-5"),
+            entry("5", "16", request_type="extract_invoice", model="claude-sonnet-4-5", environment="staging"),
+        ]
+    )
+    assert ledger.spend(Scope(request_type="extract*", model="claude-*-4-5"), T0, END) == 19
+    assert ledger.spend(Scope(request_type="extract*", environment="prod"), T0, END) == 7
+    assert ledger.spend(Scope(model="claude-sonnet-4-5"), T0, END) == 25
+    assert ledger.spend(Scope(request_type="EXTRACT*"), T0, END) == 0
+    assert ledger.spend(Scope(service="other"), T0, END) == 0
+
+
+def test_spend_window_includes_since_and_excludes_until(ledger: SqliteLedger) -> None:
+    """The window is half-open: an entry exactly at `until` belongs to the next window."""
+    minute = timedelta(minutes=1)
+    ledger.append([entry("a", "1", time=T0), entry("b", "2", time=T0 + minute), entry("c", "4", time=T0 - minute)])
+    assert ledger.spend(Scope(), T0, T0 + minute) == 1
+    assert ledger.spend(Scope(), T0 + minute, END) == 2
+    assert ledger.spend(Scope(), T0.astimezone(timezone(timedelta(hours=2))), END) == 3
+
+
+def test_retried_batch_is_not_counted_twice(ledger: SqliteLedger) -> None:
+    """Appending the same batch again (an exporter retry) stores nothing and counts duplicates."""
+    batch = [entry(f"k{i}", "0.5") for i in range(10)]
+    assert ledger.append(batch) == AppendResult(inserted=10)
+    assert ledger.append(batch) == AppendResult(duplicates=10)
+    assert ledger.spend(Scope(), T0, END) == 5
+    assert ledger.count() == 10
+
+
+def test_higher_rank_entry_replaces_lower_one_and_is_counted_as_upgraded(ledger: SqliteLedger) -> None:
+    """An SDK span (rank 1) then watcher's own (rank 2): the request type is updated, spend unchanged."""
+    ledger.append([entry("msg_1", "0.3", request_type="unknown", rank=1)])
+    upgrade = ledger.append([entry("msg_1", "0.3", request_type="extract_invoice")])
+    assert upgrade == AppendResult(upgraded=1) and upgrade.new_entries == ()
+    assert ledger.spend(Scope(), T0, END) == Decimal("0.3")
+    assert ledger.spend(Scope(request_type="unknown"), T0, END) == 0
+    assert [row.key for row in ledger.breakdown(T0, END, "request_type")] == ["extract_invoice"]
+    stored = ledger.get("msg_1")
+    assert stored is not None and (stored.rank, stored.request_type) == (2, "extract_invoice")
+
+
+def test_lower_rank_after_higher_one_is_a_duplicate(ledger: SqliteLedger) -> None:
+    """Once watcher's span is stored, a later SDK span for the same response changes nothing."""
+    ledger.append([entry("msg_1", "0.3", request_type="extract_invoice")])
+    assert ledger.append([entry("msg_1", "0.9", request_type="unknown", rank=1)]) == AppendResult(duplicates=1)
+    assert ledger.spend(Scope(), T0, END) == Decimal("0.3")
+
+
+def test_duplicates_within_one_batch_keep_the_highest_rank_first_seen(ledger: SqliteLedger) -> None:
+    """Inside one batch the counts are those of appending one entry at a time."""
+    batch = [entry("k", "1", rank=1), entry("k", "2", rank=2), entry("k", "4", rank=2), entry("k", "8", rank=1)]
+    result = ledger.append(batch)
+    assert result == AppendResult(inserted=1, upgraded=1, duplicates=2) and result.new_entries == (batch[1],)
+    assert ledger.spend(Scope(), T0, END) == 2
+
+
+@pytest.mark.parametrize("by", DIMENSIONS)
+def test_breakdown_totals_each_value_of_a_dimension_biggest_first(ledger: SqliteLedger, by: str) -> None:
+    """Rows carry requests, cost, token sums (cache writes 5m + 1h) and the estimated part, sorted by cost."""
+    tokens = {"input_tokens": 10, "output_tokens": 20, "cache_read_tokens": 30}
+    writes = {"cache_write_5m_tokens": 1, "cache_write_1h_tokens": 2}
+    ledger.append(
+        [
+            entry("1", "1", **{by: "small"}, **tokens, **writes),
+            entry("2", "2", **{by: "big"}, **tokens, **writes, estimated=True),
+            entry("3", "3", **{by: "big"}, **tokens),
+            entry("4", "100", **{by: "big"}, time=END),
+        ]
+    )
+    big, small = ledger.breakdown(T0, END, by)
+    assert (big.key, big.requests, big.cost_usd, big.estimated_cost_usd) == ("big", 2, Decimal(5), Decimal(2))
+    assert (big.input_tokens, big.output_tokens, big.cache_read_tokens, big.cache_write_tokens) == (20, 40, 60, 3)
+    assert (small.key, small.requests, small.cost_usd, small.estimated_cost_usd) == ("small", 1, Decimal(1), Decimal(0))
+
+
+def test_grouping_by_an_unknown_dimension_raises_value_error(ledger: SqliteLedger) -> None:
+    """Only request_type, model, service and environment can be grouped by."""
+    with pytest.raises(ValueError, match="cannot group by 'platform'"):
+        ledger.breakdown(T0, END, "platform")
+    with pytest.raises(ValueError, match="cannot group by"):
+        ledger.top(Scope(), T0, END, "key; DROP TABLE entries")
+
+
+def test_top_lists_the_biggest_spenders_within_the_scope(ledger: SqliteLedger) -> None:
+    """`top` ranks values of one dimension by cost, inside the scope, and keeps `limit` of them."""
+    costs = {"a": "1", "b": "5", "c": "3", "d": "4"}
+    ledger.append([entry(name, cost, request_type=name) for name, cost in costs.items()])
+    ledger.append([entry("x", "50", request_type="x", model="claude-haiku-4-5")])
+    scope = Scope(model="claude-sonnet-*")
+    assert ledger.top(scope, T0, END, "request_type", limit=2) == [("b", Decimal(5)), ("d", Decimal(4))]
+    assert ledger.top(Scope(), T0, END, "model", limit=5) == [
+        ("claude-haiku-4-5", Decimal(50)),
+        ("claude-sonnet-4-5", Decimal(13)),
+    ]
+    assert ledger.top(Scope(request_type="nothing*"), T0, END, "model") == []
+
+
+def test_reopened_file_finds_every_entry_and_the_schema_version(tmp_path: Path) -> None:
+    """Entries and the schema version persist across close and reopen."""
+    url = f"sqlite:///{tmp_path}/sub/ledger.db"
+    original = entry("msg_1", "0.123456789", response_id="msg_1", input_tokens=5, estimated=True, batch=True)
+    first = open_ledger(url)
+    first.append([original, entry("msg_2", "1")])
+    first.close()
+    with SqliteLedger(tmp_path / "sub" / "ledger.db") as reopened:
+        assert reopened.get("msg_1") == original
+        assert reopened.spend(Scope(), T0, END) == Decimal("1.123456789")
+        assert reopened.schema_version() == SCHEMA_VERSION == 1
+    with sqlite3.connect(tmp_path / "sub" / "ledger.db") as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+
+
+def test_a_ledger_newer_than_this_code_is_refused(tmp_path: Path) -> None:
+    """A file migrated by a later watcher raises ConfigError instead of being misread."""
+    SqliteLedger(tmp_path / "ledger.db").close()
+    with sqlite3.connect(tmp_path / "ledger.db") as raw:
+        raw.execute("INSERT INTO schema_version VALUES (2, 'later')")
+    with pytest.raises(ConfigError, match="newer than this watcher"):
+        SqliteLedger(tmp_path / "ledger.db")
+
+
+def test_open_ledger_accepts_sqlite_urls_and_refuses_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Relative and absolute paths and :memory: open; postgresql and junk raise ConfigError saying what to use."""
+    monkeypatch.chdir(tmp_path)
+    for url in ("sqlite:///relative.db", f"sqlite:///{tmp_path}/absolute.db", "sqlite://:memory:"):
+        open_ledger(url).close()
+    assert (tmp_path / "relative.db").exists() and (tmp_path / "absolute.db").exists()
+    with pytest.raises(ConfigError, match="not yet supported: use sqlite:///"):
+        open_ledger("postgresql://user@db/watcher")
+    for bad in ("mysql://db", "sqlite:/x.db", "sqlite:///", "sqlite:///x.db?mode=ro"):
+        with pytest.raises(ConfigError, match="sqlite:///"):
+            open_ledger(bad)
+
+
+def test_a_naive_time_raises_and_stores_nothing(ledger: SqliteLedger) -> None:
+    """Entries and windows must be timezone-aware; a bad entry rejects its whole batch."""
+    with pytest.raises(ValueError, match="no timezone"):
+        ledger.append([entry("ok"), entry("naive", time=datetime(2025, 6, 1))])
+    with pytest.raises(ValueError, match="no timezone"):
+        ledger.spend(Scope(), datetime(2025, 6, 1), END)
+    assert ledger.count() == 0
+
+
+def test_appends_from_many_threads_all_land(ledger: SqliteLedger) -> None:
+    """append and spend may be called concurrently from several threads."""
+
+    def work(thread: int) -> None:
+        for n in range(5):
+            ledger.append([entry(f"t{thread}-{n}-{i}", "0.001") for i in range(20)])
+            ledger.spend(Scope(request_type="c*"), T0, END)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert ledger.count() == 400 and ledger.spend(Scope(), T0, END) == Decimal("0.4")
+
+
+def test_a_closed_ledger_raises_value_error() -> None:
+    """close() is idempotent; any call after it raises ValueError."""
+    closed = SqliteLedger()
+    closed.close()
+    closed.close()
+    with pytest.raises(ValueError, match="closed"):
+        closed.spend(Scope(), T0, END)
+
+
+keys_and_ranks = st.tuples(st.integers(0, 7), st.integers(1, 3), st.integers(0, 10**12))
+
+
+@given(st.lists(keys_and_ranks, max_size=40), st.lists(st.integers(0, 40), max_size=6))
+def test_spend_is_the_sum_of_the_highest_rank_first_seen_entry_per_key(
+    drawn: list[tuple[int, int, int]], cuts: list[int]
+) -> None:
+    """Whatever the duplicates and however they are split into batches, each key counts once, at its best."""
+    entries = [entry(f"k{key}", str(Decimal(nanos).scaleb(-9)), rank=rank) for key, rank, nanos in drawn]
+    bounds = [0, *sorted(cuts), len(entries)]
+    batches = [entries[a:b] for a, b in pairwise(bounds)]
+    best: dict[str, Entry] = {}
+    for e in entries:
+        if e.key not in best or e.rank > best[e.key].rank:
+            best[e.key] = e
+    with SqliteLedger() as ledger:
+        results = [ledger.append(batch) for batch in batches]
+        assert ledger.spend(Scope(), T0, END) == sum((e.cost_usd for e in best.values()), Decimal(0))
+    assert sum(r.inserted for r in results) == len(best)
+    assert sum(r.inserted + r.duplicates + r.upgraded for r in results) == len(entries)

@@ -1,0 +1,1 @@
+"""The watcher daemon: receives OTLP trace exports and keeps the ledger of billed responses."""

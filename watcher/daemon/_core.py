@@ -1,0 +1,132 @@
+"""The daemon's work, apart from HTTP: ingest spans durably, keep the books, answer the kill-switch API."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from watcher.ledger import Entry, Scope
+from watcher.ledger._store import Ledger
+from watcher.pricing import PriceTable
+
+from ._books import Books, BudgetView
+from ._decode import SpanRecord
+from ._metrics import SpendCounters
+from ._normalize import normalize
+
+__all__ = ["Counters", "Daemon", "IngestResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What one export request did: spans stored, duplicates, and rejected spans (for partial success)."""
+
+    stored: int
+    duplicates: int
+    rejected: int
+    message: str = ""
+
+
+@dataclass
+class Counters:
+    """Ingestion totals since start, for the metrics."""
+
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    ignored: int = 0
+    estimated_usd: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+def _scope_json(scope: Scope) -> dict[str, str | None]:
+    return {name: getattr(scope, name) for name in ("request_type", "model", "service", "environment")}
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None
+
+
+class Daemon:
+    """Thread-safe: the HTTP server calls `ingest` from several threads at once.
+
+    `ingest` returns only after the entries are committed to the ledger (the server answers
+    200 only then, so an exporter retries whatever was not stored), and after the budgets were
+    evaluated against them (so a threshold is noticed within the batch that crosses it).
+    Storage errors propagate: the server turns them into 503 and the exporter retries.
+    """
+
+    def __init__(self, ledger: Ledger, prices: PriceTable, books: Books, *, default_request_type: str) -> None:
+        self.ledger, self.prices, self.books = ledger, prices, books
+        self.default_request_type = default_request_type
+        self.counters = Counters()
+        self.spend = SpendCounters()
+
+    def ingest(self, spans: Sequence[SpanRecord]) -> IngestResult:
+        normalized = normalize(spans, self.prices, default_request_type=self.default_request_type)
+        with self.books.lock:  # no budget resync may fall between the commit and the running totals
+            appended = self.ledger.append(normalized.entries)
+            self.books.add(appended.new_entries)
+        self._count(len(spans), normalized.entries, appended.inserted + appended.upgraded, normalized)
+        self.spend.add(appended.new_entries)
+        if appended.new_entries:
+            self.books.evaluate()
+        message = "; ".join(normalized.rejected_reasons[:3])
+        return IngestResult(appended.inserted + appended.upgraded, appended.duplicates, normalized.rejected, message)
+
+    def _count(self, received: int, entries: list[Entry], stored: int, normalized: Any) -> None:
+        with self.counters.lock:
+            self.counters.received += received
+            self.counters.stored += stored
+            self.counters.duplicates += len(entries) - stored
+            self.counters.rejected += normalized.rejected
+            self.counters.ignored += normalized.ignored
+            self.counters.estimated_usd += float(sum((e.cost_usd for e in entries if e.estimated), start=0))
+
+    def killswitch(self, now: datetime) -> dict[str, Any]:
+        """The `/v1/killswitch` document (docs/api.md)."""
+        engaged = [self._switch_json(view) for view in self.books.views.values() if view.engaged]
+        return {"version": 1, "generated_at": _iso(now), "engaged": engaged}
+
+    def budgets(self, now: datetime) -> dict[str, Any]:
+        """The `/v1/budgets` document: every budget's period, spend, limit, state and reset."""
+        return {
+            "version": 1,
+            "generated_at": _iso(now),
+            "budgets": [self._budget_json(v, now) for v in self.books.views.values()],
+        }
+
+    @staticmethod
+    def _switch_json(view: BudgetView) -> dict[str, Any]:
+        return {
+            "budget": view.budget.name,
+            "scope": _scope_json(view.budget.scope),
+            "since": _iso(view.engaged_since),
+            "resets_at": _iso(view.resets_at),
+            "spend_usd": float(view.state.spend_usd),
+            "limit_usd": float(view.budget.limit_usd),
+            "reason": view.reason,
+        }
+
+    @staticmethod
+    def _budget_json(view: BudgetView, now: datetime) -> dict[str, Any]:
+        state = view.state
+        return {
+            "name": view.budget.name,
+            "scope": _scope_json(view.budget.scope),
+            "period": view.budget.period,
+            "timezone": str(view.budget.timezone),
+            "window_start": _iso(state.window[0]),
+            "resets_at": _iso(view.resets_at),
+            "spend_usd": float(state.spend_usd),
+            "limit_usd": float(view.budget.limit_usd),
+            "used_ratio": float(state.used_ratio),
+            "projected_usd": float(state.projected_usd(now)),
+            "alert_at": float(view.budget.alert_at),
+            "kill_at": float(view.budget.kill_at),
+            "state": "killed" if view.engaged else state.level,
+        }

@@ -1,0 +1,313 @@
+"""Span records to ledger entries: watcher's cost spans as recorded, other GenAI spans priced here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from watcher.daemon import _otlp as names
+from watcher.ledger import Entry
+from watcher.pricing import PriceTable, TokenUsage
+
+if TYPE_CHECKING:
+    from watcher.daemon._decode import SpanRecord
+
+__all__ = ["MAX_REASONS", "Normalized", "normalize"]
+
+MAX_REASONS = 20
+"""How many rejection reasons one `Normalized` keeps for the log; `rejected` counts them all."""
+
+SDK_SPAN = "anthropic.messages.create"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ZERO = Decimal(0)
+_INFINITY = float("inf")
+_Counts = tuple[int, int, int, int, int, int]  # uncached input, output, cache read, 5m and 1h writes, searches
+_Cost = tuple[Decimal, Decimal, Decimal, Decimal, Decimal, Decimal, bool]  # USD: total, 5 parts; estimated
+# Provider name (gen_ai.provider.name or the older gen_ai.system, lower-cased) -> (platform, Claude-only).
+_PROVIDERS = {
+    "anthropic": ("anthropic", False),
+    "aws.bedrock": ("aws.bedrock", True),
+    "aws_bedrock": ("aws.bedrock", True),
+    "bedrock": ("aws.bedrock", True),
+    "gcp.vertex_ai": ("gcp.vertex_ai", True),
+    "vertex_ai": ("gcp.vertex_ai", True),
+    "vertexai": ("gcp.vertex_ai", True),
+}
+
+
+@dataclass(slots=True)
+class Normalized:
+    """What one batch of spans became.
+
+    `ignored` counts spans without GenAI usage or from providers other than Claude's (not errors);
+    `rejected` counts spans that claim usage but are malformed, for OTLP partial success, and
+    `rejected_reasons` names the first `MAX_REASONS` of them.
+    """
+
+    entries: list[Entry] = field(default_factory=list)
+    rejected: int = 0
+    rejected_reasons: list[str] = field(default_factory=list)
+    ignored: int = 0
+
+
+class _Malformed(Exception):
+    """The span claims usage that cannot be taken as it is; the message says why."""
+
+
+def normalize(
+    spans: Sequence[SpanRecord], prices: PriceTable, *, default_request_type: str = "unlabeled"
+) -> Normalized:
+    """One entry per span that carries Claude usage; never raises, whatever the records hold.
+
+    watcher's own cost spans keep their recorded cost (rank 2); spans of other instrumentations
+    are priced with `prices` at their end time (rank 1) and get `default_request_type` unless
+    they carry `watcher.request_type`. Pure: safe to call from any thread.
+    """
+    result = Normalized()
+    resource: object = None
+    place = ("", "")
+    for span in spans:
+        try:
+            if span.resource is not resource:  # spans of one resource share its dict
+                resource, place = span.resource, _place(span.resource)
+            entry = _entry(span, place, prices, default_request_type)
+        except _Malformed as exc:
+            _reject(result, span, str(exc))
+        except Exception as exc:  # a bug must cost one span, never the batch
+            _reject(result, span, f"could not be read ({type(exc).__name__})")
+        else:
+            if entry is None:
+                result.ignored += 1
+            else:
+                result.entries.append(entry)
+    return result
+
+
+def _reject(result: Normalized, span: SpanRecord, reason: str) -> None:
+    result.rejected += 1
+    if len(result.rejected_reasons) < MAX_REASONS:
+        result.rejected_reasons.append(f"span {span.trace_id}/{span.span_id}: {reason}")
+
+
+def _entry(span: SpanRecord, place: tuple[str, str], prices: PriceTable, default_request_type: str) -> Entry | None:
+    """The entry of one span; None when it has no usage or is another provider's."""
+    attributes = span.attributes
+    model = _model(attributes)
+    if names.COST in attributes and names.PRICING_VERSION in attributes:  # watcher's own cost span
+        counts = _counts(attributes, strict=True)
+        cost = _recorded_cost(attributes)
+        time = _EPOCH + timedelta(microseconds=span.end_time_ns // 1000)
+        return _build(span, place, model, "anthropic", counts, cost, time, default_request_type, rank=2)
+    if names.USAGE_KEYS.isdisjoint(attributes):
+        return None
+    platform = _platform(attributes, model)
+    if platform is None:
+        return None
+    counts = _counts(attributes, strict=span.name == SDK_SPAN)
+    time = _EPOCH + timedelta(microseconds=span.end_time_ns // 1000)
+    cost = _priced_cost(attributes, model, counts, prices, time)
+    return _build(span, place, model, platform, counts, cost, time, default_request_type, rank=1)
+
+
+def _build(
+    span: SpanRecord,
+    place: tuple[str, str],
+    model: str,
+    platform: str,
+    counts: _Counts,
+    cost: _Cost,
+    time: datetime,
+    default_request_type: str,
+    *,
+    rank: int,
+) -> Entry:
+    """The Entry, its fields given by position (a third cheaper than by keyword; a test pins the order)."""
+    get = span.attributes.get
+    response_id = _text(get(names.RESPONSE_ID))
+    service, environment = place
+    uncached, output, read, five, hour, searches = counts
+    total, input_usd, output_usd, read_usd, write_usd, tools_usd, estimated = cost
+    return Entry(
+        response_id or f"trace:{span.trace_id}:{span.span_id}",  # key
+        time,
+        service,
+        environment,
+        _text(get(names.REQUEST_TYPE)) or default_request_type,
+        model,
+        _text(get(names.PLATFORM)) or platform,
+        response_id,
+        uncached,  # input_tokens
+        output,
+        read,
+        five,
+        hour,
+        searches,
+        total,  # cost_usd
+        input_usd,
+        output_usd,
+        read_usd,
+        write_usd,
+        tools_usd,
+        estimated,
+        _text(get(names.BATCH_ID)) is not None or get(names.SERVICE_TIER) == "batch",  # batch
+        rank,
+    )
+
+
+def _recorded_cost(attributes: Mapping[str, object]) -> _Cost:
+    """The cost watcher's span was priced at when recorded, exactly as sent."""
+    amounts = []
+    for key in names.COST_KEYS:
+        value = attributes.get(key)
+        # The common case inline (it is most of the per-span work); `_usd` takes the rest.
+        if type(value) is float and 0.0 < value < _INFINITY:
+            amounts.append(Decimal(repr(value)))
+        else:
+            amounts.append(_usd(key, value))
+    total, input_usd, output_usd, read_usd, write_usd, tools_usd = amounts
+    estimated = attributes.get(names.ESTIMATED) is True
+    return total, input_usd, output_usd, read_usd, write_usd, tools_usd, estimated
+
+
+def _priced_cost(
+    attributes: Mapping[str, object],
+    model: str,
+    counts: _Counts,
+    prices: PriceTable,
+    time: datetime,
+) -> _Cost:
+    """The cost of another instrumentation's span, priced here at the prices in effect at `time`."""
+    uncached, output, read, five, hour, searches = counts
+    usage = TokenUsage(
+        uncached,
+        output,
+        read,
+        five,
+        hour,
+        searches,
+        service_tier=_text(attributes.get(names.SERVICE_TIER)),
+        inference_geo=_text(attributes.get(names.INFERENCE_GEO)),
+        speed=_text(attributes.get(names.SPEED)),
+        batch=_text(attributes.get(names.BATCH_ID)) is not None,
+    )
+    cost = prices.cost(model, usage, at=time)
+    return (
+        cost.total_usd,
+        cost.input_usd,
+        cost.output_usd,
+        cost.cache_read_usd,
+        cost.cache_write_usd,
+        cost.tools_usd,
+        cost.estimated,
+    )
+
+
+def _counts(attributes: Mapping[str, object], *, strict: bool) -> _Counts:
+    """(uncached input, output, cache read, 5m writes, 1h writes, web searches) a span reports.
+
+    Raises `_Malformed` for a count that is not a non-negative integer, for a 5m/1h breakdown that
+    does not add up to the cache-write total, and (when `strict`) for input below the cached part.
+    """
+    read = _first_count(attributes, names.CACHE_READ) or 0
+    five, hour = _cache_writes(attributes)
+    uncached = _count(attributes, names.UNCACHED_INPUT)
+    if uncached is None:
+        uncached = _uncached(_first_count(attributes, names.INPUT) or 0, read + five + hour, strict)
+    output = _first_count(attributes, names.OUTPUT) or 0
+    return uncached, output, read, five, hour, _count(attributes, names.WEB_SEARCHES) or 0
+
+
+def _cache_writes(attributes: Mapping[str, object]) -> tuple[int, int]:
+    """(5m, 1h) cache writes: the breakdown when given, else the whole total as 5-minute writes."""
+    total = _first_count(attributes, names.CACHE_WRITE)
+    five = _count(attributes, names.WRITE_5M)
+    hour = _count(attributes, names.WRITE_1H)
+    if five is None and hour is None:
+        return total or 0, 0
+    five, hour = five or 0, hour or 0
+    if total is not None and total != five + hour:
+        raise _Malformed(f"cache writes 5m {five} + 1h {hour} do not add up to the total {total}")
+    return five, hour
+
+
+def _uncached(total: int, cached: int, strict: bool) -> int:
+    """Uncached input from an input count that, by the GenAI convention, includes cached tokens.
+
+    An input below the cached part cannot be such a total: a strict source (one whose contract
+    says it sends the total) is then malformed; any other reported the uncached count itself.
+    """
+    if total >= cached:
+        return total - cached
+    if strict:
+        raise _Malformed(f"input tokens {total} are fewer than the cached {cached} they include")
+    return total
+
+
+def _first_count(attributes: Mapping[str, object], keys: tuple[str, ...]) -> int | None:
+    """The first of `keys` present, as a token count; None when none is."""
+    for key in keys:
+        if attributes.get(key) is not None:
+            return _count(attributes, key)
+    return None
+
+
+def _count(attributes: Mapping[str, object], key: str) -> int | None:
+    """Attribute `key` as a token count (an integral float is taken too); None when absent."""
+    value = attributes.get(key)
+    if type(value) is int and value >= 0:
+        return value
+    if value is None:
+        return None
+    if type(value) is float and value >= 0 and value.is_integer():
+        return int(value)
+    raise _Malformed(f"{key} is not a token count: {_brief(value)}")
+
+
+def _usd(key: str, value: object) -> Decimal:
+    """A recorded USD amount as the Decimal of its shortest float repr; 0 when absent."""
+    if type(value) is float:
+        if 0.0 < value < _INFINITY:
+            return Decimal(repr(value))
+        if value == 0.0:
+            return _ZERO  # also -0.0
+    elif value is None:
+        return _ZERO
+    elif type(value) is int and value >= 0:
+        return Decimal(value)
+    raise _Malformed(f"{key} is not a USD amount: {_brief(value)}")
+
+
+def _platform(attributes: Mapping[str, object], model: str) -> str | None:
+    """The platform of a Claude call, or None for a span of another provider (or none named)."""
+    provider = _text(attributes.get(names.PROVIDER)) or _text(attributes.get(names.SYSTEM))
+    found = _PROVIDERS.get(provider.lower()) if provider else None
+    if found is None:
+        return None
+    platform, claude_only = found
+    return None if claude_only and "claude" not in model.lower() else platform
+
+
+def _model(attributes: Mapping[str, object]) -> str:
+    return _text(attributes.get(names.RESPONSE_MODEL)) or _text(attributes.get(names.REQUEST_MODEL)) or "unknown"
+
+
+def _place(resource: Mapping[str, object]) -> tuple[str, str]:
+    """(service, environment) of a resource, with the defaults OpenTelemetry and watcher use."""
+    service = _text(resource.get(names.SERVICE_NAME)) or "unknown_service"
+    for key in names.ENVIRONMENT:
+        environment = _text(resource.get(key))
+        if environment:
+            return service, environment
+    return service, "default"
+
+
+def _text(value: object) -> str | None:
+    """A non-empty string attribute, else None (absent, empty, or of another type)."""
+    return value if type(value) is str and value else None
+
+
+def _brief(value: object) -> str:
+    return repr(value)[:40]

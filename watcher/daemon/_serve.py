@@ -1,0 +1,152 @@
+"""`watcher serve`: builds the daemon from settings and runs it until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from watcher.budgets import Budget, load_budgets
+from watcher.exceptions import ConfigError
+from watcher.ledger import open_ledger
+from watcher.ledger._store import Ledger
+from watcher.pricing import load_price_table
+from watcher.settings import Settings
+
+from ._alerts import AppriseNotifier, Dispatcher, LogNotifier, Notifier
+from ._books import Books
+from ._core import Daemon
+from ._http import DaemonServer
+from ._metrics import WatcherCollector, render
+from ._state import StateStore
+
+__all__ = ["Running", "build", "parse_listen", "serve"]
+
+log = logging.getLogger("watcher.daemon")
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 as `[::1]:4318`) to an address; ConfigError with the expected form otherwise."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(f"listen address {listen!r} is not HOST:PORT; e.g. 127.0.0.1:4318")
+    return host.strip("[]"), int(port)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _notifier(settings: Settings) -> Notifier:
+    urls = [*settings.alert_urls, *settings.alerts.urls]
+    config = settings.alerts.apprise_config
+    if not urls and config is None:
+        return LogNotifier()
+    try:
+        return AppriseNotifier(urls, str(config) if config else None)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+@dataclass
+class Running:
+    """A built daemon: its server (not yet serving), books, dispatcher and stores, to start and stop."""
+
+    server: DaemonServer
+    daemon: Daemon
+    books: Books
+    dispatcher: Dispatcher
+    ledger: Ledger
+    store: StateStore
+    ticker: threading.Event
+
+    @property
+    def address(self) -> str:
+        host, port = self.server.server_address[:2]
+        name = host if isinstance(host, str) else host.decode()
+        return f"http://{name}:{port}"
+
+    def start(self, tick_s: float = 1.0) -> Running:
+        """Serves on a background thread and re-evaluates budgets every `tick_s` (period rollover)."""
+        self.dispatcher.start()
+        threading.Thread(target=self.server.serve_forever, name="watcher-http", daemon=True).start()
+        threading.Thread(target=self._tick, args=(tick_s,), name="watcher-books", daemon=True).start()
+        return self
+
+    def _tick(self, tick_s: float) -> None:
+        while not self.ticker.wait(tick_s):
+            try:
+                self.books.evaluate()
+            except Exception:
+                log.exception("budget evaluation failed; retrying at the next tick")
+
+    def stop(self) -> None:
+        self.ticker.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.dispatcher.stop()
+        self.ledger.close()
+        self.store.close()
+
+
+def build(
+    settings: Settings,
+    *,
+    budgets: list[Budget] | None = None,
+    config_file: Path | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    notifier: Notifier | None = None,
+) -> Running:
+    """Everything `watcher serve` runs, built and checked; raises ConfigError before binding anything bad."""
+    host, port = parse_listen(settings.listen)
+    token = settings.token.get_secret_value() if settings.token else None
+    if not _is_loopback(host) and not token:
+        raise ConfigError(f"refusing to listen on {host} without a token: set WATCHER_TOKEN, or listen on 127.0.0.1")
+    if budgets is None:
+        budgets = load_budgets(config_file) if config_file and config_file.exists() else []
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    ledger = open_ledger(settings.ledger_url())
+    store = StateStore(settings.state_dir / "state.db")
+    dispatcher = Dispatcher(notifier or _notifier(settings), store)
+    books = Books(budgets, ledger, store, clock, dispatcher.submit)
+    prices = load_price_table(settings.prices_file)
+    daemon = Daemon(ledger, prices, books, default_request_type=settings.default_request_type)
+    books.evaluate()
+    collector = WatcherCollector(daemon.spend, daemon.counters, books, dispatcher)
+    server = DaemonServer(
+        (host, port),
+        daemon,
+        clock=clock,
+        token=token,
+        max_request_bytes=settings.max_request_bytes,
+        metrics=lambda: render(collector),
+    )
+    return Running(server, daemon, books, dispatcher, ledger, store, threading.Event())
+
+
+def serve(settings: Settings, config_file: Path | None) -> int:
+    """Runs the daemon in the foreground until SIGINT or SIGTERM; returns the exit code."""
+    running = build(settings, config_file=config_file).start()
+    names = ", ".join(running.books.budgets) or "none (add [[budgets]] to the config file)"
+    log.warning("watcher daemon listening on %s; ledger %s; budgets: %s", running.address, settings.ledger_url(), names)
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    stop.wait()
+    running.stop()
+    return 0

@@ -1,0 +1,292 @@
+"""The SQLite ledger: one file in WAL mode, every acknowledged append fsynced before it returns."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from fnmatch import fnmatchcase
+from os import PathLike
+from types import TracebackType
+from typing import Any
+
+from watcher.exceptions import ConfigError
+from watcher.ledger._entry import Entry, Scope
+from watcher.ledger._store import (
+    DIMENSIONS,
+    AppendResult,
+    BreakdownRow,
+    from_micros,
+    from_nanos,
+    plan_append,
+    to_micros,
+    to_nanos,
+)
+
+__all__ = ["SCHEMA_VERSION", "SqliteLedger"]
+
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (  # version 1
+        """CREATE TABLE entries (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,
+            time_us INTEGER NOT NULL,
+            response_id TEXT,
+            service TEXT NOT NULL,
+            environment TEXT NOT NULL,
+            request_type TEXT NOT NULL,
+            model TEXT NOT NULL,
+            platform TEXT NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cache_read_tokens INTEGER NOT NULL,
+            cache_write_5m_tokens INTEGER NOT NULL,
+            cache_write_1h_tokens INTEGER NOT NULL,
+            web_search_requests INTEGER NOT NULL,
+            cost_nanos INTEGER NOT NULL,
+            input_nanos INTEGER NOT NULL,
+            output_nanos INTEGER NOT NULL,
+            cache_read_nanos INTEGER NOT NULL,
+            cache_write_nanos INTEGER NOT NULL,
+            tools_nanos INTEGER NOT NULL,
+            estimated INTEGER NOT NULL,
+            batch INTEGER NOT NULL,
+            rank INTEGER NOT NULL
+        )""",
+        "CREATE INDEX entries_by_time ON entries (time_us)",
+        """CREATE TABLE dimension_values (
+            dimension TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (dimension, value)
+        ) WITHOUT ROWID""",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+"""The schema version this code writes; older files are migrated forward when opened."""
+
+_COLUMNS = (
+    *("key", "time_us", "response_id", "service", "environment", "request_type", "model", "platform"),
+    *("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens"),
+    *("web_search_requests", "cost_nanos", "input_nanos", "output_nanos", "cache_read_nanos"),
+    *("cache_write_nanos", "tools_nanos", "estimated", "batch", "rank"),
+)
+_NANOS_COLUMNS = tuple(name for name in _COLUMNS if name.endswith("_nanos"))
+_INSERT = f"INSERT INTO entries ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_UPDATE = f"UPDATE entries SET {', '.join(f'{c} = ?' for c in _COLUMNS[1:])} WHERE key = ?"
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM entries"
+_KEY_CHUNK = 500  # bound parameters per lookup; under SQLite's oldest limit of 999
+_GLOB_CHARS = frozenset("*?[")
+
+_Row = tuple[str | int | None, ...]
+
+
+class SqliteLedger:
+    """A `Ledger` in one SQLite file (or `":memory:"`), safe for concurrent use.
+
+    Threading: every method may be called from any thread; one connection is shared behind a
+    lock, so calls are serialised and a query waits for an append's fsync. Several processes
+    may share the file: writers take SQLite's write lock (`BEGIN IMMEDIATE`) and wait up to
+    `busy_timeout` seconds for it, then raise `sqlite3.OperationalError`.
+    Durability: WAL journal with `synchronous=FULL`, so an append that returned survives a
+    killed process and a power loss. Raises ConfigError at construction if the file cannot be
+    opened as a ledger.
+    """
+
+    def __init__(self, path: str | PathLike[str] = ":memory:", *, busy_timeout: float = 5.0) -> None:
+        self._lock = threading.Lock()
+        try:
+            self._conn: sqlite3.Connection | None = _connect(path, busy_timeout)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot open ledger {path}: {exc}; check it is a writable watcher ledger") from exc
+
+    def append(self, entries: Sequence[Entry]) -> AppendResult:
+        """See `Ledger.append`: one IMMEDIATE transaction, fsynced on commit before returning."""
+        rows = [_encode(entry) for entry in entries]
+        if not rows:
+            return AppendResult()
+        with self._lock, _transaction(self._connection()) as conn:
+            stored = _stored_ranks(conn, {entry.key for entry in entries})
+            result, new, upgrades = plan_append(entries, stored)
+            conn.executemany(_INSERT, (rows[i] for i in new))
+            conn.executemany(_UPDATE, ((*rows[i][1:], rows[i][0]) for i in upgrades))
+            values = {(dim, getattr(entries[i], dim)) for i in (*new, *upgrades) for dim in DIMENSIONS}
+            conn.executemany("INSERT OR IGNORE INTO dimension_values VALUES (?, ?)", values)
+        return result
+
+    def spend(self, scope: Scope, since: datetime, until: datetime) -> Decimal:
+        """See `Ledger.spend`. Globs are matched (case-sensitively) against the values seen so far."""
+        window = [to_micros(since), to_micros(until)]
+        with self._lock:
+            conn = self._connection()
+            where = _scope_filter(conn, scope)
+            if where is None:
+                return from_nanos(0)
+            sql = f"SELECT COALESCE(SUM(cost_nanos), 0) FROM entries WHERE time_us >= ? AND time_us < ?{where[0]}"
+            (total,) = conn.execute(sql, [*window, *where[1]]).fetchone()
+        return from_nanos(total)
+
+    def breakdown(self, since: datetime, until: datetime, by: str) -> list[BreakdownRow]:
+        """See `Ledger.breakdown`; ties in cost are ordered by key."""
+        _check_dimension(by)
+        sql = (
+            f"SELECT {by}, COUNT(*), SUM(cost_nanos), SUM(input_tokens), SUM(output_tokens),"
+            " SUM(cache_read_tokens), SUM(cache_write_5m_tokens + cache_write_1h_tokens),"
+            " SUM(CASE WHEN estimated THEN cost_nanos ELSE 0 END)"
+            f" FROM entries WHERE time_us >= ? AND time_us < ? GROUP BY {by} ORDER BY 3 DESC, 1"
+        )
+        window = (to_micros(since), to_micros(until))
+        with self._lock:
+            rows = self._connection().execute(sql, window).fetchall()
+        return [BreakdownRow(k, n, from_nanos(c), i, o, r, w, from_nanos(e)) for k, n, c, i, o, r, w, e in rows]
+
+    def top(self, scope: Scope, since: datetime, until: datetime, by: str, limit: int = 3) -> list[tuple[str, Decimal]]:
+        """See `Ledger.top`; ties in cost are ordered by value. A `limit` below 1 gives []."""
+        _check_dimension(by)
+        window = [to_micros(since), to_micros(until)]
+        with self._lock:
+            conn = self._connection()
+            where = _scope_filter(conn, scope)
+            if where is None or limit < 1:
+                return []
+            sql = (
+                f"SELECT {by}, SUM(cost_nanos) FROM entries WHERE time_us >= ? AND time_us < ?{where[0]}"
+                f" GROUP BY {by} ORDER BY 2 DESC, 1 LIMIT ?"
+            )
+            rows = conn.execute(sql, [*window, *where[1], limit]).fetchall()
+        return [(value, from_nanos(nanos)) for value, nanos in rows]
+
+    def get(self, key: str) -> Entry | None:
+        """The entry stored under `key`, costs at the ledger's 1e-9 USD resolution; None if absent."""
+        with self._lock:
+            row = self._connection().execute(f"{_SELECT} WHERE key = ?", (key,)).fetchone()
+        return None if row is None else _decode(row)
+
+    def count(self) -> int:
+        """How many entries (distinct keys) are stored."""
+        with self._lock:
+            (n,) = self._connection().execute("SELECT COUNT(*) FROM entries").fetchone()
+        return int(n)
+
+    def schema_version(self) -> int:
+        """The schema version recorded in the file."""
+        with self._lock:
+            (version,) = self._connection().execute("SELECT MAX(version) FROM schema_version").fetchone()
+        return int(version)
+
+    def close(self) -> None:
+        """Close the connection; idempotent. Later calls raise ValueError."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> SqliteLedger:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise ValueError("the ledger is closed")
+        return self._conn
+
+
+def _connect(path: str | PathLike[str], busy_timeout: float) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), WAL, fsync on commit, migrated."""
+    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        _migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A write transaction: committed (and fsynced) on exit, rolled back on any raise."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring the file's schema to SCHEMA_VERSION; ConfigError if it is newer than this code."""
+    with _transaction(conn):
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        (current,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
+        if current > SCHEMA_VERSION:
+            raise ConfigError(
+                f"ledger schema version {current} is newer than this watcher's ({SCHEMA_VERSION}): upgrade"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[version - 1]:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version VALUES (?, ?)", (version, datetime.now(UTC).isoformat()))
+
+
+def _stored_ranks(conn: sqlite3.Connection, keys: set[str]) -> dict[str, int]:
+    """The rank stored under each of `keys` that is present."""
+    ordered, ranks = sorted(keys), dict[str, int]()
+    for start in range(0, len(ordered), _KEY_CHUNK):
+        chunk = ordered[start : start + _KEY_CHUNK]
+        sql = f"SELECT key, rank FROM entries WHERE key IN ({', '.join('?' * len(chunk))})"
+        ranks.update(conn.execute(sql, chunk).fetchall())
+    return ranks
+
+
+def _scope_filter(conn: sqlite3.Connection, scope: Scope) -> tuple[str, list[str]] | None:
+    """SQL conditions and parameters selecting `scope`; None when a glob matches no stored value."""
+    sql, params = "", []
+    for dim in DIMENSIONS:
+        pattern: str | None = getattr(scope, dim)
+        if pattern is None:
+            continue
+        if _GLOB_CHARS.isdisjoint(pattern):
+            values = [pattern]
+        else:
+            seen = conn.execute("SELECT value FROM dimension_values WHERE dimension = ?", (dim,)).fetchall()
+            values = [value for (value,) in seen if fnmatchcase(value, pattern)]
+            if not values:
+                return None
+        sql += f" AND {dim} IN ({', '.join('?' * len(values))})"
+        params += values
+    return sql, params
+
+
+def _check_dimension(by: str) -> None:
+    if by not in DIMENSIONS:
+        raise ValueError(f"cannot group by {by!r}: use one of {', '.join(DIMENSIONS)}")
+
+
+def _encode(e: Entry) -> _Row:
+    """The `entries` row of `e`, in _COLUMNS order. ValueError for a naive time or bad cost."""
+    return (
+        *(e.key, to_micros(e.time), e.response_id, e.service, e.environment, e.request_type, e.model, e.platform),
+        *(e.input_tokens, e.output_tokens, e.cache_read_tokens, e.cache_write_5m_tokens, e.cache_write_1h_tokens),
+        *(e.web_search_requests, to_nanos(e.cost_usd), to_nanos(e.input_usd), to_nanos(e.output_usd)),
+        *(to_nanos(e.cache_read_usd), to_nanos(e.cache_write_usd), to_nanos(e.tools_usd)),
+        *(int(e.estimated), int(e.batch), e.rank),
+    )
+
+
+def _decode(row: Sequence[Any]) -> Entry:
+    """The Entry of an `entries` row in _COLUMNS order."""
+    fields: dict[str, Any] = dict(zip(_COLUMNS, row, strict=True))
+    usd: dict[str, Any] = {
+        name.replace("_nanos", "_usd"): from_nanos(fields.pop(name)) for name in _COLUMNS if name.endswith("_nanos")
+    }
+    flags: dict[str, Any] = {name: bool(fields.pop(name)) for name in ("estimated", "batch")}
+    return Entry(time=from_micros(fields.pop("time_us")), **usd, **flags, **fields)
