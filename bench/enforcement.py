@@ -71,7 +71,12 @@ def main() -> None:
     (state / "watcher.toml").write_text(config)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "WATCHER_STATE_DIR": str(state), "WATCHER_LISTEN": f"127.0.0.1:{port}"}
+    env = {
+        **os.environ,
+        "WATCHER_STATE_DIR": str(state),
+        "WATCHER_LISTEN": f"127.0.0.1:{port}",
+        "WATCHER_GRPC_LISTEN": "",
+    }
     daemon = subprocess.Popen(
         [sys.executable, "-m", "watcher.cli", "serve", "--config", str(state / "watcher.toml")],
         env=env,

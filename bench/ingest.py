@@ -126,7 +126,12 @@ def main() -> None:
     state = Path(tempfile.mkdtemp(prefix="watcher-bench-"))
     (state / "watcher.toml").write_text(CONFIG)
     port = free_port()
-    env = {**os.environ, "WATCHER_STATE_DIR": str(state), "WATCHER_LISTEN": f"127.0.0.1:{port}"}
+    env = {
+        **os.environ,
+        "WATCHER_STATE_DIR": str(state),
+        "WATCHER_LISTEN": f"127.0.0.1:{port}",
+        "WATCHER_GRPC_LISTEN": "",
+    }
     daemon = subprocess.Popen(
         [sys.executable, "-m", "watcher.cli", "serve", "--config", str(state / "watcher.toml")],
         env=env,

@@ -73,7 +73,7 @@ def start(tmp_path: Path) -> Iterator[Start]:
     def _start(
         budgets: str = BUDGETS, clock: Clock | None = None, notifier: Recorder | None = None, **settings: object
     ) -> Running:
-        config = watcher.Settings(listen="127.0.0.1:0", state_dir=tmp_path, **settings)  # type: ignore[arg-type]
+        config = watcher.Settings(listen="127.0.0.1:0", grpc_listen="127.0.0.1:0", state_dir=tmp_path, **settings)  # type: ignore[arg-type]
         daemon = build(config, budgets=parse_budgets(budgets), clock=clock or Clock(), notifier=notifier or Recorder())
         running.append(daemon.start(tick_s=3600))
         return daemon
@@ -366,3 +366,38 @@ def test_running_budget_totals_match_the_ledger_after_duplicates_and_resyncs(sta
     clock.now += timedelta(seconds=61)
     daemon.books.evaluate()
     assert budget(daemon)["spend_usd"] == pytest.approx(0.0035)
+
+
+def test_otlp_grpc_exports_from_the_real_exporter_are_ingested(start: Start) -> None:
+    """A Collector-style OTLP/gRPC exporter delivers to the daemon's gRPC port, deduplicated like HTTP."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    daemon = start()
+    assert daemon.grpc_address is not None
+    host, port = daemon.grpc_address
+    exporter = GrpcExporter(endpoint=f"{host}:{port}", insecure=True)
+    spans = _spans_of(ExportTraceServiceRequest.FromString(_export_body(cost=0.002, response_id="grpc_1")))
+    assert exporter.export(spans).name == "SUCCESS"
+    assert exporter.export(spans).name == "SUCCESS"
+    exporter.shutdown()
+    assert budget(daemon)["spend_usd"] == pytest.approx(0.002)
+
+
+def _spans_of(request: object) -> list[object]:
+    """The SDK spans behind an export body, rebuilt by making them again (the exporter takes SDK spans)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    for resource_spans in request.resource_spans:  # type: ignore[attr-defined]
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                attributes = {kv.key: getattr(kv.value, kv.value.WhichOneof("value")) for kv in span.attributes}
+                provider.get_tracer("t").start_span(
+                    span.name, attributes=attributes, start_time=span.start_time_unix_nano
+                ).end(end_time=span.end_time_unix_nano)
+    return list(exporter.get_finished_spans())

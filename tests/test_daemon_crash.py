@@ -22,7 +22,12 @@ def _free_port() -> int:
 
 
 def _start(state: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "WATCHER_STATE_DIR": str(state), "WATCHER_LISTEN": f"127.0.0.1:{port}"}
+    env = {
+        **os.environ,
+        "WATCHER_STATE_DIR": str(state),
+        "WATCHER_LISTEN": f"127.0.0.1:{port}",
+        "WATCHER_GRPC_LISTEN": "",
+    }
     daemon = subprocess.Popen(
         [sys.executable, "-m", "watcher.cli", "serve", "--config", str(state / "none.toml")],
         env=env,

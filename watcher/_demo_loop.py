@@ -44,7 +44,9 @@ def run_loop(out: IO[str]) -> int:
 
     state = Path(tempfile.mkdtemp(prefix="watcher-demo-"))
     running = build(
-        Settings(listen="127.0.0.1:0", state_dir=state), budgets=parse_budgets(DEMO_BUDGETS), notifier=_Printer(out)
+        Settings(listen="127.0.0.1:0", grpc_listen="", state_dir=state),
+        budgets=parse_budgets(DEMO_BUDGETS),
+        notifier=_Printer(out),
     ).start(tick_s=0.5)
     print(f"\nwatcher daemon at {running.address}; budget 'extraction-daily' is $0.05 a day", file=out)
     instrument(Settings(endpoint=running.address, killswitch_poll_s=0.2, export_delay_ms=50))

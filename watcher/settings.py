@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     """WATCHER_LISTEN: HOST:PORT of the daemon's HTTP port (OTLP/HTTP, kill-switch API, metrics). Beyond
     loopback it requires WATCHER_TOKEN."""
 
+    grpc_listen: str = "127.0.0.1:4317"
+    """WATCHER_GRPC_LISTEN: HOST:PORT of the daemon's OTLP/gRPC port (for Collectors that load-balance over gRPC);
+    empty to turn it off."""
+
     state_dir: Path = Field(default_factory=lambda: _default_state_dir())
     """WATCHER_STATE_DIR: where the daemon keeps its ledger and state (default `$XDG_STATE_HOME/watcher`,
     else `~/.local/state/watcher`)."""

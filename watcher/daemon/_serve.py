@@ -22,6 +22,7 @@ from watcher.settings import Settings
 from ._alerts import AppriseNotifier, Dispatcher, LogNotifier, Notifier
 from ._books import Books
 from ._core import Daemon
+from ._grpc import start_grpc
 from ._http import DaemonServer
 from ._metrics import WatcherCollector, render
 from ._state import StateStore
@@ -70,6 +71,8 @@ class Running:
     ledger: Ledger
     store: StateStore
     ticker: threading.Event
+    grpc_address: tuple[str, int] | None = None
+    grpc_server: Any = None
 
     @property
     def address(self) -> str:
@@ -78,7 +81,14 @@ class Running:
         return f"http://{name}:{port}"
 
     def start(self, tick_s: float = 1.0) -> Running:
-        """Serves on a background thread and re-evaluates budgets every `tick_s` (period rollover)."""
+        """Serves on background threads and re-evaluates budgets every `tick_s` (period rollover)."""
+        if self.grpc_address is not None:
+            host, port = self.grpc_address
+            token = self.server.token
+            self.grpc_server, bound = start_grpc(
+                f"{host}:{port}", self.daemon, token=token, max_request_bytes=self.server.max_request_bytes
+            )
+            self.grpc_address = (host, bound)
         self.dispatcher.start()
         threading.Thread(target=self.server.serve_forever, name="watcher-http", daemon=True).start()
         threading.Thread(target=self._tick, args=(tick_s,), name="watcher-books", daemon=True).start()
@@ -93,6 +103,8 @@ class Running:
 
     def stop(self) -> None:
         self.ticker.set()
+        if self.grpc_server is not None:
+            self.grpc_server.stop(grace=5).wait()
         self.server.shutdown()
         self.server.server_close()
         self.dispatcher.stop()
@@ -132,14 +144,20 @@ def build(
         max_request_bytes=settings.max_request_bytes,
         metrics=lambda: render(collector),
     )
-    return Running(server, daemon, books, dispatcher, ledger, store, threading.Event())
+    grpc_address = parse_listen(settings.grpc_listen) if settings.grpc_listen else None
+    if grpc_address and not _is_loopback(grpc_address[0]) and not token:
+        raise ConfigError(f"refusing OTLP/gRPC on {grpc_address[0]} without a token: set WATCHER_TOKEN")
+    return Running(server, daemon, books, dispatcher, ledger, store, threading.Event(), grpc_address)
 
 
 def serve(settings: Settings, config_file: Path | None) -> int:
     """Runs the daemon in the foreground until SIGINT or SIGTERM; returns the exit code."""
     running = build(settings, config_file=config_file).start()
     names = ", ".join(running.books.budgets) or "none (add [[budgets]] to the config file)"
-    log.warning("watcher daemon listening on %s; ledger %s; budgets: %s", running.address, settings.ledger_url(), names)
+    grpc = f"; OTLP/gRPC on port {running.grpc_address[1]}" if running.grpc_address else ""
+    log.warning(
+        "watcher daemon listening on %s%s; ledger %s; budgets: %s", running.address, grpc, settings.ledger_url(), names
+    )
     stop = threading.Event()
 
     def _stop(signum: int, frame: Any) -> None:
