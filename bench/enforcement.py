@@ -15,19 +15,17 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
 import anthropic
-from ingest import free_port, post
 
 import watcher
-from watcher.testing import FakeAnthropic
+from watcher.testing import DaemonProcess, FakeAnthropic
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ingest import post
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -63,33 +61,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--poll", type=float, default=1.0)
     args = parser.parse_args()
-    state = Path(tempfile.mkdtemp(prefix="watcher-bench-"))
     config = "".join(
         f'[[budgets]]\nname = "run{i}"\nlimit_usd = 1\nperiod = "day"\nscope = {{ request_type = "run{i}" }}\n\n'
         for i in range(args.runs)
     )
-    (state / "watcher.toml").write_text(config)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "WATCHER_STATE_DIR": str(state),
-        "WATCHER_LISTEN": f"127.0.0.1:{port}",
-        "WATCHER_GRPC_LISTEN": "",
-    }
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "watcher.cli", "serve", "--config", str(state / "watcher.toml")],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
+    daemon = DaemonProcess(config).start()
+    url = daemon.url
     delays: list[float] = []
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"{url}/healthz", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)  # waiting for a separate process to bind: no event to wait on
         os.environ["ANTHROPIC_OPEN_TELEMETRY"] = "false"
         watcher.instrument(watcher.Settings(endpoint=url, killswitch_poll_s=args.poll))
         with FakeAnthropic() as fake, anthropic.Anthropic(base_url=fake.base_url, api_key="bench") as client:
@@ -105,8 +84,7 @@ def main() -> None:
                             break
         watcher.uninstrument()
     finally:
-        daemon.terminate()
-        daemon.wait(timeout=30)
+        daemon.stop()
     delays.sort()
     p90 = delays[int(0.9 * (len(delays) - 1))]
     print(f"{len(delays)} runs, poll every {args.poll:.2f} s (the baseline: the longest a poll can lag)")

@@ -13,12 +13,7 @@ decode that turns every attribute of every span into dicts. Target: at least 30k
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import sqlite3
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -30,6 +25,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from watcher.testing import DaemonProcess
 
 CONFIG = """
 [[budgets]]
@@ -97,12 +94,6 @@ def naive_decode_rate(bodies: list[bytes]) -> float:
     return count / (time.perf_counter() - start)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -123,28 +114,9 @@ def main() -> None:
     args = parser.parse_args()
     bodies = cost_span_bodies(args.batches)
     baseline = naive_decode_rate(bodies[:20])
-    state = Path(tempfile.mkdtemp(prefix="watcher-bench-"))
-    (state / "watcher.toml").write_text(CONFIG)
-    port = free_port()
-    env = {
-        **os.environ,
-        "WATCHER_STATE_DIR": str(state),
-        "WATCHER_LISTEN": f"127.0.0.1:{port}",
-        "WATCHER_GRPC_LISTEN": "",
-    }
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "watcher.cli", "serve", "--config", str(state / "watcher.toml")],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
+    daemon = DaemonProcess(CONFIG).start()
+    url, state = daemon.url, daemon.state_dir
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"{url}/healthz", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)  # waiting for a separate process to bind: no event to wait on
         post(f"{url}/v1/traces", bodies[0])
         first_peak = peak_rss_mb(daemon.pid)
         queue = list(reversed(bodies[1:]))
@@ -178,8 +150,7 @@ def main() -> None:
             f"{peak_rss_mb(daemon.pid):.0f} MB after the last"
         )
     finally:
-        daemon.terminate()
-        daemon.wait(timeout=30)
+        daemon.stop()
 
 
 if __name__ == "__main__":
