@@ -35,7 +35,8 @@ print(fake.base_url, flush=True)
 sys.stdin.read()
 """
 # A stand-in for the daemon in its own process: it takes each OTLP export and answers 200 without
-# decoding, so the time the real daemon spends never lands on the fake API's process.
+# decoding, and answers the hook's kill-switch polls with none engaged, so the time the real daemon
+# spends never lands on the fake API's process.
 OTLP_SINK = """
 import sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,6 +48,13 @@ class Sink(BaseHTTPRequestHandler):
         self.send_header("content-type", "application/x-protobuf")
         self.send_header("content-length", "0")
         self.end_headers()
+    def do_GET(self):
+        body = b'{"version": 1, "engaged": []}'
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
     def log_message(self, *args):
         pass
 server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
