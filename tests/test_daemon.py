@@ -14,6 +14,8 @@ from pathlib import Path
 
 import anthropic
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import watcher
 from watcher.budgets import parse_budgets
@@ -401,3 +403,42 @@ def _spans_of(request: object) -> list[object]:
                     span.name, attributes=attributes, start_time=span.start_time_unix_nano
                 ).end(end_time=span.end_time_unix_nano)
     return list(exporter.get_finished_spans())
+
+
+_VALID_BODY = _export_body(cost=0.001, response_id="fuzz")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.one_of(
+        st.binary(max_size=2048),
+        st.integers(0, 400).map(lambda cut: _VALID_BODY[:cut]),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+            max_leaves=10,
+        ).map(lambda doc: json.dumps({"resourceSpans": doc}).encode()),
+    ),
+    content_type=st.sampled_from(["application/x-protobuf", "application/json", "text/plain"]),
+    encoding=st.sampled_from(["", "gzip", "deflate", "br"]),
+)
+def test_fuzzed_bodies_get_an_answer_below_500_and_the_daemon_keeps_serving(
+    start: Start, body: bytes, content_type: str, encoding: str
+) -> None:
+    """Whatever arrives (garbage, truncated protobuf, odd JSON, bad encodings) is answered 200 or 4xx, never 5xx."""
+    daemon = _fuzz_daemon(start)
+    headers = {"content-encoding": encoding} if encoding else {}
+    status, _ = post(daemon, body, content_type=content_type, **headers)
+    assert status in (200, 400, 413, 415), status
+    assert get(daemon, "/healthz")["status"] == "ok"
+
+
+_FUZZ: dict[int, Running] = {}
+
+
+def _fuzz_daemon(start: Start) -> Running:
+    """One daemon for all examples of the fuzz test (keyed by the fixture instance)."""
+    if id(start) not in _FUZZ:
+        _FUZZ.clear()
+        _FUZZ[id(start)] = start()
+    return _FUZZ[id(start)]
