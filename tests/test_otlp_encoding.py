@@ -88,6 +88,22 @@ def make_spans(specs: list[dict[str, object]], resource: dict[str, object]) -> l
     return list(exporter.get_finished_spans())
 
 
+def plain_spec(name: str, attributes: dict[str, object]) -> dict[str, object]:
+    """A CLIENT span with only a name and attributes: no events, links, parent or status."""
+    return {
+        "name": name,
+        "kind": SpanKind.CLIENT,
+        "attributes": attributes,
+        "events": [],
+        "links": [],
+        "parent": None,
+        "status": None,
+        "description": "",
+        "start": 1,
+        "duration": 1,
+    }
+
+
 def decoded(data: bytes) -> ExportTraceServiceRequest:
     return ExportTraceServiceRequest.FromString(data)
 
@@ -105,23 +121,7 @@ def test_fast_encoding_decodes_to_the_same_request_as_the_official_encoder(
 
 def test_float_attributes_keep_every_bit() -> None:
     """Costs are doubles: encoding must not round them."""
-    spans = make_spans(
-        [
-            {
-                "name": "c",
-                "kind": SpanKind.CLIENT,
-                "attributes": {"cost": 0.1 + 0.2, "tiny": 5e-324},
-                "events": [],
-                "links": [],
-                "parent": None,
-                "status": None,
-                "description": "",
-                "start": 1,
-                "duration": 1,
-            }
-        ],
-        {},
-    )
+    spans = make_spans([plain_spec("c", {"cost": 0.1 + 0.2, "tiny": 5e-324})], {})
     attributes = decoded(encode_spans(spans)).resource_spans[0].scope_spans[0].spans[0].attributes
     got = {kv.key: kv.value.double_value for kv in attributes}
     assert got["cost"] == 0.1 + 0.2 and got["tiny"] == 5e-324 and not math.isnan(got["cost"])
@@ -129,23 +129,7 @@ def test_float_attributes_keep_every_bit() -> None:
 
 def test_the_fast_exporter_delivers_over_real_otlp_http() -> None:
     """The exporter sends through the standard OTLP/HTTP client, and a receiver decodes the spans."""
-    spans = make_spans(
-        [
-            {
-                "name": "chat m",
-                "kind": SpanKind.CLIENT,
-                "attributes": {"gen_ai.usage.cost.amount": 0.5},
-                "events": [],
-                "links": [],
-                "parent": None,
-                "status": None,
-                "description": "",
-                "start": 1,
-                "duration": 1,
-            }
-        ],
-        {"service.name": "svc"},
-    )
+    spans = make_spans([plain_spec("chat m", {"gen_ai.usage.cost.amount": 0.5})], {"service.name": "svc"})
     with OTLPReceiver() as receiver:
         exporter = FastOTLPSpanExporter(endpoint=f"{receiver.endpoint}/v1/traces")
         assert exporter._send is not None, "the fast path must be in use with this exporter version"
