@@ -466,3 +466,31 @@ def test_bedrock_calls_are_recorded_and_marked_with_their_platform(
     assert attrs["watcher.platform"] == "aws.bedrock"
     assert attrs["watcher.pricing.model"] == "claude-haiku-4-5"
     assert fake_api.requests[-1].path.startswith("/model/")
+
+
+def test_a_stream_ended_from_several_threads_at_once_is_recorded_once() -> None:
+    """Completion, close and garbage collection may race to end a stream: exactly one span results."""
+    import threading
+
+    from watcher._instrument._record import CallInfo
+    from watcher._instrument._streams import StreamTally
+
+    recorded: list[object] = []
+
+    class Recorder:
+        def record(self, *args: object, **kwargs: object) -> None:
+            recorded.append(args)
+
+    tally = StreamTally(Recorder(), CallInfo("claude-haiku-4-5", "t", "anthropic"))  # type: ignore[arg-type]
+    barrier = threading.Barrier(8)
+
+    def end(outcome: str) -> None:
+        barrier.wait()
+        tally.finish(outcome)
+
+    threads = [threading.Thread(target=end, args=(f"o{i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(recorded) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
@@ -42,6 +43,8 @@ class StreamTally:
     """
 
     __slots__ = ("__weakref__", "_call", "_done", "_id", "_model", "_recorder", "_usage")
+    # `_done` is a lock taken once: the first `finish` wins even when garbage collection (`__del__`
+    # of the body) and the reading thread end the stream at the same moment.
 
     def __init__(self, recorder: Recorder, call: CallInfo) -> None:
         self._recorder = recorder
@@ -49,7 +52,7 @@ class StreamTally:
         self._usage: dict[str, Any] | None = None
         self._model: str | None = None
         self._id: str | None = None
-        self._done = False
+        self._done = threading.Lock()
         _live.add(self)
 
     def item(self, event: object) -> None:
@@ -79,9 +82,8 @@ class StreamTally:
 
     def finish(self, outcome: str) -> None:
         """Records the cost span once, with `watcher.stream.outcome` = complete, failed or abandoned."""
-        if self._done:
+        if not self._done.acquire(blocking=False):
             return
-        self._done = True
         _live.discard(self)
         self._recorder.record(
             self._call,
