@@ -376,28 +376,6 @@ def test_content_capture_puts_prompt_and_reply_on_the_span_when_turned_on(
     assert "SECRET-REPLY" in attrs["gen_ai.output.messages"]
 
 
-def test_a_failure_inside_the_hook_never_breaks_the_call(
-    fake_api: FakeAnthropic, caplog: pytest.LogCaptureFixture
-) -> None:
-    """If pricing blows up, the application still gets its message and a warning is logged."""
-
-    caplog.set_level(logging.DEBUG, logger="watcher")
-
-    class BrokenPrices:
-        def cost(self, *args: object, **kwargs: object) -> None:
-            raise RuntimeError("price table exploded")
-
-    spans = SpanCapture()
-    watcher.instrument(tracer_provider=spans.provider, price_table=BrokenPrices())  # type: ignore[arg-type]
-    try:
-        with anthropic.Anthropic(base_url=fake_api.base_url, api_key="k") as client:
-            message = client.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=HI)
-    finally:
-        watcher.uninstrument()
-    assert message.usage.output_tokens == 8
-    assert "could not record a cost span" in caplog.text
-
-
 def test_instrument_and_uninstrument_are_idempotent_and_uninstrument_stops_recording(
     fake_api: FakeAnthropic,
 ) -> None:
@@ -431,23 +409,38 @@ def test_a_billed_response_the_sdk_cannot_parse_is_still_recorded(
     assert attrs["gen_ai.usage.input_tokens"] == 40
 
 
-def test_hook_failures_are_logged_without_content(fake_api: FakeAnthropic, caplog: pytest.LogCaptureFixture) -> None:
-    """A failure's log line names the error type and place, never its message (which may quote content)."""
+def call_with_failing_prices(fake_api: FakeAnthropic, error: str) -> anthropic.types.Message:
+    """One call through a hook whose price table raises RuntimeError(error); returns the call's message."""
 
-    caplog.set_level(logging.DEBUG, logger="watcher")
-
-    class LeakyPrices:
+    class FailingPrices:
         def cost(self, *args: object, **kwargs: object) -> None:
-            raise RuntimeError("SECRET-CONTENT in an error message")
+            raise RuntimeError(error)
 
     spans = SpanCapture()
-    watcher.instrument(tracer_provider=spans.provider, price_table=LeakyPrices())  # type: ignore[arg-type]
+    watcher.instrument(tracer_provider=spans.provider, price_table=FailingPrices())  # type: ignore[arg-type]
     try:
         with anthropic.Anthropic(base_url=fake_api.base_url, api_key="k") as client:
-            client.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=HI)
+            message = client.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=HI)
         watcher.flush()
     finally:
         watcher.uninstrument()
+    return message
+
+
+def test_a_failure_inside_the_hook_never_breaks_the_call(
+    fake_api: FakeAnthropic, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If pricing blows up, the application still gets its message and a warning is logged."""
+    caplog.set_level(logging.DEBUG, logger="watcher")
+    message = call_with_failing_prices(fake_api, "price table exploded")
+    assert message.usage.output_tokens == 8
+    assert "could not record a cost span" in caplog.text
+
+
+def test_hook_failures_are_logged_without_content(fake_api: FakeAnthropic, caplog: pytest.LogCaptureFixture) -> None:
+    """A failure's log line names the error type and place, never its message (which may quote content)."""
+    caplog.set_level(logging.DEBUG, logger="watcher")
+    call_with_failing_prices(fake_api, "SECRET-CONTENT in an error message")
     assert "RuntimeError" in caplog.text
     assert "SECRET" not in caplog.text
 
