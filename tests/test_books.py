@@ -21,7 +21,7 @@ timezone = "Europe/Berlin"
 
 
 def entry(key: str, at: datetime, cost: str) -> Entry:
-    return Entry(key=key, time=at, service="s", environment="e", request_type="r", model="m", cost_usd=Decimal(cost))
+    return Entry.of(key=key, time=at, service="s", environment="e", request_type="r", model="m", cost_usd=Decimal(cost))
 
 
 def test_a_daily_budget_rolls_over_at_local_midnight_across_the_dst_change(tmp_path: Path) -> None:

@@ -338,6 +338,72 @@ def test_metrics_count_each_billed_response_once_and_show_budgets(start: Start) 
     assert "watcher_spans_duplicate_total 1.0" in text
 
 
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of the exposition `text`; KeyError when absent."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample == (f"{name}{{{wanted}}}" if labels else name):
+            return float(value)
+    raise KeyError(f"{name}{{{wanted}}}")
+
+
+def test_metrics_show_cache_and_batch_savings_and_estimated_spend(start: Start, fake_api: FakeAnthropic) -> None:
+    """Through the hook: cache reads save, cache writes cost a premium, batches save their discount, and an
+    unknown model's spend is counted as estimated, each under its own labels."""
+    daemon = start()
+    cached = {"input_tokens": 100, "output_tokens": 10, "cache_read_input_tokens": 10_000}
+    fake_api.reply(
+        FakeReply(usage={**cached, "cache_creation_input_tokens": 1000}),
+        FakeReply(model="claude-nova-1", usage={"input_tokens": 1000, "output_tokens": 0}),
+        FakeReply(usage={"input_tokens": 1000, "output_tokens": 100}),
+    )
+    watcher.instrument(watcher.Settings(endpoint=daemon.address, killswitch_poll_s=0))
+    try:
+        with anthropic.Anthropic(base_url=fake_api.base_url, api_key="k") as client:
+            with watcher.request_type("chat"):
+                client.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=HI)
+                client.messages.create(model="claude-nova-1", max_tokens=8, messages=HI)
+            params = {"model": "claude-haiku-4-5", "max_tokens": 8, "messages": HI}
+            with watcher.request_type("nightly"):
+                batch = client.messages.batches.create(requests=[{"custom_id": "a", "params": params}])  # type: ignore[list-item]
+            list(client.messages.batches.results(batch.id))
+        assert watcher.flush()
+    finally:
+        watcher.uninstrument()
+    with urllib.request.urlopen(daemon.address + "/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    chat = {"service": "unknown_service:python3", "request_type": "chat", "model": "claude-haiku-4-5"}
+    nightly = {**chat, "request_type": "nightly"}
+    nova = {**chat, "model": "claude-nova-1"}
+    # haiku 4.5: input $1/MTok, cache read $0.10, 5m write $1.25; output $5; batch half of everything.
+    assert metric(text, "watcher_cache_read_savings_usd_total", **chat) == pytest.approx(10_000 * 0.9e-6)
+    assert metric(text, "watcher_cache_write_premium_usd_total", **chat) == pytest.approx(1000 * 0.25e-6)
+    assert metric(text, "watcher_batch_cost_usd_total", **nightly) == pytest.approx(750e-6)
+    assert metric(text, "watcher_batch_savings_usd_total", **nightly) == pytest.approx(750e-6)
+    assert metric(text, "watcher_batch_cost_usd_total", **chat) == 0
+    estimated = metric(text, "watcher_estimated_cost_usd_total", **nova)
+    assert estimated == metric(text, "watcher_cost_usd_total", **nova) > 0
+    assert metric(text, "watcher_estimated_cost_usd_total", **chat) == 0
+
+
+def test_metrics_show_each_budgets_thresholds_projection_and_period_end(start: Start) -> None:
+    """Budget gauges carry the alert and kill ratios, the projected spend and when the period ends."""
+    clock = Clock()  # 2026-11-25 12:00 UTC: half the day gone
+    daemon = start(clock=clock)
+    post(daemon, _export_body(cost=0.0025, response_id="p1", end=clock.now - timedelta(hours=1)))
+    with urllib.request.urlopen(daemon.address + "/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    name = {"budget": "extraction-daily"}
+    assert metric(text, "watcher_budget_alert_ratio", **name) == 0.8
+    assert metric(text, "watcher_budget_kill_ratio", **name) == 1.2
+    assert metric(text, "watcher_budget_projected_usd", **name) == pytest.approx(0.005)
+    assert (
+        metric(text, "watcher_budget_period_end_timestamp_seconds", **name)
+        == datetime(2026, 11, 26, tzinfo=UTC).timestamp()
+    )
+
+
 def test_status_and_report_commands_show_budgets_and_the_cost_breakdown(
     start: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

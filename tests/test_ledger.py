@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from itertools import pairwise
@@ -18,6 +17,7 @@ from hypothesis import strategies as st
 
 from watcher.exceptions import ConfigError
 from watcher.ledger import DIMENSIONS, SCHEMA_VERSION, AppendResult, Entry, Scope, SqliteLedger, open_ledger
+from watcher.ledger._entry import float_to_nanos, to_nanos
 
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
 END = T0 + timedelta(days=1)
@@ -25,8 +25,12 @@ END = T0 + timedelta(days=1)
 
 def entry(key: str, cost: str = "0.01", **fields: Any) -> Entry:
     """A billed response at T0 (unless `time` is given) costing `cost` USD."""
-    base = Entry(key, T0, "api", "prod", "chat", "claude-sonnet-4-5", cost_usd=Decimal(cost), rank=2)
-    return replace(base, **fields)
+    values: dict[str, Any] = {
+        **{"time": T0, "service": "api", "environment": "prod", "request_type": "chat"},
+        **{"model": "claude-sonnet-4-5", "cost_usd": Decimal(cost), "rank": 2},
+        **fields,
+    }
+    return Entry.of(key, **values)
 
 
 @pytest.fixture
@@ -161,17 +165,17 @@ def test_reopened_file_finds_every_entry_and_the_schema_version(tmp_path: Path) 
     with SqliteLedger(tmp_path / "sub" / "ledger.db") as reopened:
         assert reopened.get("msg_1") == original
         assert reopened.spend(Scope(), T0, END) == Decimal("1.123456789")
-        assert reopened.schema_version() == SCHEMA_VERSION == 1
+        assert reopened.schema_version() == SCHEMA_VERSION == 2
     with sqlite3.connect(tmp_path / "sub" / "ledger.db") as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,)]
 
 
 def test_a_ledger_newer_than_this_code_is_refused(tmp_path: Path) -> None:
     """A file migrated by a later watcher raises ConfigError instead of being misread."""
     SqliteLedger(tmp_path / "ledger.db").close()
     with sqlite3.connect(tmp_path / "ledger.db") as raw:
-        raw.execute("INSERT INTO schema_version VALUES (2, 'later')")
+        raw.execute("INSERT INTO schema_version VALUES (?, 'later')", (SCHEMA_VERSION + 1,))
     with pytest.raises(ConfigError, match="newer than this watcher"):
         SqliteLedger(tmp_path / "ledger.db")
 
@@ -243,3 +247,33 @@ def test_spend_is_the_sum_of_the_highest_rank_first_seen_entry_per_key(
         assert ledger.spend(Scope(), T0, END) == sum((e.cost_usd for e in best.values()), Decimal(0))
     assert sum(r.inserted for r in results) == len(best)
     assert sum(r.inserted + r.duplicates + r.upgraded for r in results) == len(entries)
+
+
+def test_a_version_1_ledger_is_migrated_and_keeps_its_entries(tmp_path: Path) -> None:
+    """Opening a file written before the savings columns existed adds them (zero) and loses nothing."""
+    path = tmp_path / "ledger.db"
+    with SqliteLedger(path) as ledger:
+        ledger.append([entry("old", "0.5", input_tokens=7)])
+    with sqlite3.connect(path) as raw:  # turn it back into a version-1 file
+        for column in ("cache_read_savings_nanos", "cache_write_premium_nanos", "batch_savings_nanos"):
+            raw.execute(f"ALTER TABLE entries DROP COLUMN {column}")
+        raw.execute("DELETE FROM schema_version WHERE version = 2")
+    with SqliteLedger(path) as migrated:
+        assert migrated.schema_version() == 2
+        assert migrated.get("old") == entry("old", "0.5", input_tokens=7)
+        saved = entry("new", "1", cache_read_savings_usd=Decimal("0.25"), batch_savings_usd=Decimal("1"))
+        migrated.append([saved])
+        assert migrated.get("new") == saved
+        assert migrated.spend(Scope(), T0, END) == Decimal("1.5")
+
+
+@given(
+    st.one_of(
+        st.floats(min_value=0, max_value=1e7, allow_nan=False, allow_infinity=False),
+        st.integers(0, 10**12).map(lambda n: n / 10**9),  # exact-looking amounts, halves included
+        st.integers(0, 10**6).map(lambda n: (n + 0.5) / 10**9),
+    )
+)
+def test_float_amounts_become_the_nanos_of_their_shortest_repr(usd: float) -> None:
+    """The fast float-to-nanos path agrees with the exact Decimal rounding of the float's repr, halves included."""
+    assert float_to_nanos(usd) == to_nanos(Decimal(repr(usd)))

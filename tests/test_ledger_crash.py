@@ -34,7 +34,7 @@ def crash_batch(n: int) -> list[Entry]:
     """Batch `n`: SIZE entries in minute `n` after T0, each costing a distinct number of nano-dollars."""
     when = T0 + timedelta(minutes=n)
     return [
-        Entry(f"b{n}-{i}", when, "api", "prod", "chat", "claude-sonnet-4-5", cost_usd=batch_cost(n, i), rank=2)
+        Entry.of(f"b{n}-{i}", when, "api", "prod", "chat", "claude-sonnet-4-5", cost_usd=batch_cost(n, i), rank=2)
         for i in range(SIZE)
     ]
 

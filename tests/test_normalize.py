@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -66,18 +65,19 @@ def only(spans: list[SpanRecord]) -> Entry:
 
 def test_entry_fields_are_in_the_order_normalize_passes_them() -> None:
     """normalize builds Entry by position for speed, so its field order is pinned here."""
-    assert [field.name for field in dataclasses.fields(Entry)] == [
-        "key", "time", "service", "environment", "request_type", "model", "platform", "response_id",
+    assert list(Entry._fields) == [
+        "key", "time_us", "response_id", "service", "environment", "request_type", "model", "platform",
         "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
-        "web_search_requests", "cost_usd", "input_usd", "output_usd", "cache_read_usd", "cache_write_usd",
-        "tools_usd", "estimated", "batch", "rank",
+        "web_search_requests", "cost_nanos", "input_nanos", "output_nanos", "cache_read_nanos", "cache_write_nanos",
+        "tools_nanos", "estimated", "batch", "rank", "cache_read_savings_nanos", "cache_write_premium_nanos",
+        "batch_savings_nanos",
     ]  # fmt: skip
 
 
 def test_watcher_span_keeps_its_recorded_cost_tokens_and_request_type() -> None:
     """watcher's own span becomes a rank-2 entry with the Decimal of each float it carried."""
     entry = only([record(watcher_span())])
-    assert entry == Entry(
+    assert entry == Entry.of(
         key="msg_w",
         time=END,
         service="app",
@@ -144,8 +144,8 @@ def test_sdk_span_is_priced_like_watchers_span_of_the_same_response(fake_api: Fa
         500,
         200,
     )
-    same_call = {"rank": 2, "time": own.time, "request_type": own.request_type}  # the SDK span ends a moment apart
-    assert dataclasses.replace(sdk, **same_call) == own  # type: ignore[arg-type]
+    same_call = {"rank": 2, "time_us": own.time_us, "request_type": own.request_type}  # the SDK span ends apart
+    assert sdk._replace(**same_call) == own
 
 
 def test_sdk_span_reporting_less_input_than_its_cached_part_is_rejected() -> None:

@@ -119,3 +119,33 @@ def test_unknown_models_never_cost_zero(name: str, usage: TokenUsage, at: dateti
     cost = TABLE.cost(name, usage, at=at)
     assert cost.estimated
     assert (cost.total_usd > 0) == (usage.prompt_tokens + usage.output_tokens + usage.web_search_requests > 0)
+
+
+@given(models, usages(), moments)
+def test_cache_read_savings_are_what_the_reads_would_have_cost_as_uncached_input(
+    model: str, usage: TokenUsage, at: datetime
+) -> None:
+    """Read savings = cost with the cached tokens billed as plain input - the actual cost (same prompt, same tier)."""
+    uncached = replace(usage, input_tokens=usage.input_tokens + usage.cache_read_tokens, cache_read_tokens=0)
+    actual = TABLE.cost(model, usage, at=at)
+    assert actual.cache_read_savings_usd == TABLE.cost(model, uncached, at=at).total_usd - actual.total_usd >= 0
+
+
+@given(models, usages(), moments)
+def test_cache_write_premium_is_what_the_writes_cost_above_uncached_input(
+    model: str, usage: TokenUsage, at: datetime
+) -> None:
+    """Write premium = the actual cost - the cost with the 5m and 1h writes billed as plain input."""
+    writes = usage.cache_write_5m_tokens + usage.cache_write_1h_tokens
+    plain = replace(usage, input_tokens=usage.input_tokens + writes, cache_write_5m_tokens=0, cache_write_1h_tokens=0)
+    actual = TABLE.cost(model, usage, at=at)
+    assert actual.cache_write_premium_usd == actual.total_usd - TABLE.cost(model, plain, at=at).total_usd >= 0
+
+
+@given(models, usages(), moments)
+def test_batch_savings_are_the_standard_cost_minus_the_batch_cost(model: str, usage: TokenUsage, at: datetime) -> None:
+    """A batch call saves exactly what the same usage costs more online; a call not in a batch saves nothing."""
+    online = TABLE.cost(model, replace(usage, batch=False, service_tier=None), at=at)
+    batch = TABLE.cost(model, replace(usage, batch=True, service_tier=None), at=at)
+    assert batch.batch_savings_usd == online.total_usd - batch.total_usd
+    assert online.batch_savings_usd == 0

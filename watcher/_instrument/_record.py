@@ -178,6 +178,12 @@ class Recorder:
         }
         if cost.flags:
             attributes["watcher.cost.flags"] = list(cost.flags)
+        if cost.cache_read_savings_usd:
+            attributes["watcher.cache.read_savings_usd"] = float(cost.cache_read_savings_usd)
+        if cost.cache_write_premium_usd:
+            attributes["watcher.cache.write_premium_usd"] = float(cost.cache_write_premium_usd)
+        if cost.batch_savings_usd:
+            attributes["watcher.batch.savings_usd"] = float(cost.batch_savings_usd)
         if call.request_model:
             attributes["gen_ai.request.model"] = call.request_model
         if response_model:

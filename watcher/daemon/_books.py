@@ -12,6 +12,7 @@ from typing import Protocol
 
 from watcher.budgets import Budget, BudgetState, Window, period_window
 from watcher.ledger import Entry, Scope
+from watcher.ledger._entry import from_nanos, to_micros
 
 from ._state import BudgetEvent, StateStore
 
@@ -56,7 +57,13 @@ def _matcher(scope: Scope) -> Callable[[Entry], bool]:
     import fnmatch
 
     tests = [(name, re.compile(fnmatch.translate(v))) for name in _FIELDS if (v := getattr(scope, name)) is not None]
+    if not tests:
+        return _everything
     return lambda entry: all(pattern.fullmatch(getattr(entry, name)) for name, pattern in tests)
+
+
+def _everything(entry: Entry) -> bool:
+    return True
 
 
 def _money(value: Decimal) -> str:
@@ -105,8 +112,12 @@ class Books:
         with self.lock:
             for name, (window, total, synced) in list(self._totals.items()):
                 matches = self._matchers[name]
-                extra = sum((e.cost_usd for e in entries if window[0] <= e.time < window[1] and matches(e)), Decimal(0))
-                self._totals[name] = (window, total + extra, synced)
+                since, until = to_micros(window[0]), to_micros(window[1])
+                if matches is _everything:
+                    extra = sum(e.cost_nanos for e in entries if since <= e.time_us < until)
+                else:
+                    extra = sum(e.cost_nanos for e in entries if since <= e.time_us < until and matches(e))
+                self._totals[name] = (window, total + from_nanos(extra), synced)
 
     def _spend(self, budget: Budget, window: Window, now: datetime) -> Decimal:
         cached = self._totals.get(budget.name)
@@ -115,6 +126,10 @@ class Books:
         total = self._ledger.spend(budget.scope, *window)
         self._totals[budget.name] = (window, total, now)
         return total
+
+    def now(self) -> datetime:
+        """The books' clock (injected, so tests and metrics agree on the time)."""
+        return self._clock()
 
     def evaluate(self) -> dict[str, BudgetView]:
         """Re-reads every budget's spend and returns the new views."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from watcher.ledger import Entry, Scope
+from watcher.ledger import Scope
 from watcher.ledger._store import Ledger
 from watcher.pricing import PriceTable
 
@@ -39,7 +39,6 @@ class Counters:
     duplicates: int = 0
     rejected: int = 0
     ignored: int = 0
-    estimated_usd: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
@@ -71,21 +70,20 @@ class Daemon:
         with self.books.lock:  # no budget resync may fall between the commit and the running totals
             appended = self.ledger.append(normalized.entries)
             self.books.add(appended.new_entries)
-        self._count(len(spans), normalized.entries, appended.inserted + appended.upgraded, normalized)
+        self._count(len(spans), len(normalized.entries), appended.inserted + appended.upgraded, normalized)
         self.spend.add(appended.new_entries)
         if appended.new_entries:
             self.books.evaluate()
         message = "; ".join(normalized.rejected_reasons[:3])
         return IngestResult(appended.inserted + appended.upgraded, appended.duplicates, normalized.rejected, message)
 
-    def _count(self, received: int, entries: list[Entry], stored: int, normalized: Any) -> None:
+    def _count(self, received: int, entries: int, stored: int, normalized: Any) -> None:
         with self.counters.lock:
             self.counters.received += received
             self.counters.stored += stored
-            self.counters.duplicates += len(entries) - stored
+            self.counters.duplicates += entries - stored
             self.counters.rejected += normalized.rejected
             self.counters.ignored += normalized.ignored
-            self.counters.estimated_usd += float(sum((e.cost_usd for e in entries if e.estimated), start=0))
 
     def killswitch(self, now: datetime) -> dict[str, Any]:
         """The `/v1/killswitch` document (docs/api.md)."""

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, SupportsFloat
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from watcher.ledger import Entry
+from watcher.ledger._entry import NANOS_PER_USD
 
 if TYPE_CHECKING:
     from ._alerts import Dispatcher
@@ -25,21 +25,52 @@ _TOKEN_TYPES = ("input", "output", "cache_read", "cache_write")
 Labels = tuple[str, str, str]
 
 
-class SpendCounters:
-    """Cost, tokens and requests per (service, request_type, model) since the daemon started.
+# The per-label sums SpendCounters keeps, in order: nano-dollar amounts, then counts.
+_SUMS = (
+    "cost",
+    "batch_cost",
+    "batch_savings",
+    "cache_read_savings",
+    "cache_write_premium",
+    "estimated_cost",
+    "requests",
+    *(f"tokens_{kind}" for kind in _TOKEN_TYPES),
+)
+_NANOS = 6  # the first six sums are nano-dollars
+_USD_FAMILIES = (  # (sum index, metric name, help)
+    (0, "watcher_cost_usd", "Spend on Claude calls, USD."),
+    (1, "watcher_batch_cost_usd", "Spend through the Message Batches API, USD."),
+    (2, "watcher_batch_savings_usd", "What the batch discount saved: standard-rate cost minus batch cost, USD."),
+    (3, "watcher_cache_read_savings_usd", "What cache reads saved against the uncached input rate, USD."),
+    (4, "watcher_cache_write_premium_usd", "What cache writes cost above the uncached input rate, USD."),
+    (5, "watcher_estimated_cost_usd", "Spend on models priced by estimate (not in the price table), USD."),
+)
 
-    Updated from the entries a batch actually stored (never from duplicates). Request types
-    beyond `max_request_types` distinct values fold into `other`, so a label can never explode
-    Prometheus. Thread-safe.
+_BUDGET_GAUGES = (  # (name, help), in the order _budget_metrics gives the values
+    ("watcher_budget_limit_usd", "Budget limit per period, USD."),
+    ("watcher_budget_spend_usd", "Spend in the current period, USD."),
+    ("watcher_budget_used_ratio", "Spend / limit in the current period."),
+    ("watcher_budget_projected_usd", "Projected spend at the end of the current period at its rate so far, USD."),
+    ("watcher_budget_alert_ratio", "Used ratio at which the budget alerts."),
+    ("watcher_budget_kill_ratio", "Used ratio at which the budget's kill switch engages."),
+    ("watcher_budget_period_end_timestamp_seconds", "When the budget's current period ends, Unix seconds."),
+    ("watcher_killswitch_engaged", "1 while the budget's kill switch is engaged."),
+)
+
+
+class SpendCounters:
+    """Spend, savings, tokens and requests per (service, request_type, model) since the daemon started.
+
+    Updated from the entries a batch actually stored (never from duplicates), summed exactly in
+    nano-dollars. Request types beyond `max_request_types` distinct values fold into `other`, so
+    a label can never explode Prometheus. Thread-safe.
     """
 
     def __init__(self, max_request_types: int = 50) -> None:
         self._max = max_request_types
         self._types: set[str] = set()
         self._lock = threading.Lock()
-        self.cost: defaultdict[Labels, float] = defaultdict(float)
-        self.requests: defaultdict[Labels, int] = defaultdict(int)
-        self.tokens: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
+        self.sums: dict[Labels, list[int]] = {}
 
     def _request_type(self, value: str) -> str:
         if value in self._types:
@@ -51,18 +82,30 @@ class SpendCounters:
 
     def add(self, entries: Iterable[Entry]) -> None:
         with self._lock:
-            for entry in entries:
-                labels = (entry.service, self._request_type(entry.request_type), entry.model)
-                self.cost[labels] += float(entry.cost_usd)
-                self.requests[labels] += 1
-                counts = (
-                    entry.input_tokens,
-                    entry.output_tokens,
-                    entry.cache_read_tokens,
-                    entry.cache_write_5m_tokens + entry.cache_write_1h_tokens,
-                )
-                for kind, count in zip(_TOKEN_TYPES, counts, strict=True):
-                    self.tokens[(*labels, kind)] += count
+            for e in entries:
+                labels = (e.service, self._request_type(e.request_type), e.model)
+                sums = self.sums.get(labels)
+                if sums is None:
+                    sums = self.sums[labels] = [0] * len(_SUMS)
+                cost = e.cost_nanos
+                sums[0] += cost
+                if e.batch:
+                    sums[1] += cost
+                    sums[2] += e.batch_savings_nanos
+                sums[3] += e.cache_read_savings_nanos
+                sums[4] += e.cache_write_premium_nanos
+                if e.estimated:
+                    sums[5] += cost
+                sums[6] += 1
+                sums[7] += e.input_tokens
+                sums[8] += e.output_tokens
+                sums[9] += e.cache_read_tokens
+                sums[10] += e.cache_write_5m_tokens + e.cache_write_1h_tokens
+
+    def snapshot(self) -> list[tuple[Labels, tuple[int, ...]]]:
+        """Every label set with its sums (in `_SUMS` order), copied under the lock."""
+        with self._lock:
+            return [(labels, tuple(sums)) for labels, sums in self.sums.items()]
 
 
 class WatcherCollector(Collector):
@@ -78,37 +121,36 @@ class WatcherCollector(Collector):
 
     def _spend_metrics(self) -> Iterator[Metric]:
         names = ["service", "request_type", "model"]
-        cost = CounterMetricFamily("watcher_cost_usd", "Spend on Claude calls, USD.", labels=names)
+        usd = [CounterMetricFamily(name, doc, labels=names) for _, name, doc in _USD_FAMILIES]
         requests = CounterMetricFamily("watcher_requests", "Billed Claude responses.", labels=names)
         tokens = CounterMetricFamily("watcher_tokens", "Tokens billed, by type.", labels=[*names, "type"])
-        with self._spend._lock:
-            for labels, value in self._spend.cost.items():
-                cost.add_metric(list(labels), value)
-            for labels, count in self._spend.requests.items():
-                requests.add_metric(list(labels), count)
-            for token_labels, count in self._spend.tokens.items():
-                tokens.add_metric(list(token_labels), count)
-        yield from (cost, requests, tokens)
+        for labels, sums in self._spend.snapshot():
+            values = list(labels)
+            for family, (index, _, _) in zip(usd, _USD_FAMILIES, strict=True):
+                family.add_metric(values, sums[index] / NANOS_PER_USD)
+            requests.add_metric(values, sums[6])
+            for kind, count in zip(_TOKEN_TYPES, sums[7:], strict=True):
+                tokens.add_metric([*values, kind], count)
+        yield from (*usd, requests, tokens)
 
     def _budget_metrics(self) -> Iterator[Metric]:
-        families = {
-            "limit": GaugeMetricFamily("watcher_budget_limit_usd", "Budget limit per period, USD.", labels=["budget"]),
-            "spend": GaugeMetricFamily(
-                "watcher_budget_spend_usd", "Spend in the current period, USD.", labels=["budget"]
-            ),
-            "ratio": GaugeMetricFamily(
-                "watcher_budget_used_ratio", "Spend / limit in the current period.", labels=["budget"]
-            ),
-            "engaged": GaugeMetricFamily(
-                "watcher_killswitch_engaged", "1 while the budget's kill switch is engaged.", labels=["budget"]
-            ),
-        }
+        families = [GaugeMetricFamily(name, doc, labels=["budget"]) for name, doc in _BUDGET_GAUGES]
+        now = self._books.now()
         for name, view in list(self._books.views.items()):
-            families["limit"].add_metric([name], float(view.budget.limit_usd))
-            families["spend"].add_metric([name], float(view.state.spend_usd))
-            families["ratio"].add_metric([name], float(view.state.used_ratio))
-            families["engaged"].add_metric([name], 1.0 if view.engaged else 0.0)
-        yield from families.values()
+            state, budget = view.state, view.budget
+            values: tuple[SupportsFloat, ...] = (
+                budget.limit_usd,
+                state.spend_usd,
+                state.used_ratio,
+                state.projected_usd(now),
+                budget.alert_at,
+                budget.kill_at,
+                view.resets_at.timestamp(),
+                view.engaged,
+            )
+            for family, value in zip(families, values, strict=True):
+                family.add_metric([name], float(value))
+        yield from families
         yield CounterMetricFamily("watcher_alerts_sent", "Alerts delivered.", value=self._dispatcher.sent)
         yield CounterMetricFamily(
             "watcher_alert_failures", "Alert deliveries that failed (retried).", value=self._dispatcher.failures
@@ -126,7 +168,6 @@ class WatcherCollector(Collector):
                     c.duplicates,
                 ),
                 ("watcher_spans_rejected", "Spans with malformed usage, reported as partial success.", c.rejected),
-                ("watcher_estimated_cost_usd", "Spend on models priced by estimate, USD.", c.estimated_usd),
             )
         for name, doc, value in values:
             yield CounterMetricFamily(name, doc, value=value)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from watcher.daemon import _otlp as names
 from watcher.ledger import Entry
+from watcher.ledger._entry import NANOS_PER_USD, float_to_nanos, to_nanos
 from watcher.pricing import PriceTable, TokenUsage
 
 if TYPE_CHECKING:
@@ -22,10 +22,11 @@ MAX_REASONS = 20
 
 SDK_SPAN = "anthropic.messages.create"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ZERO = Decimal(0)
 _INFINITY = float("inf")
+_MAX_MICROS = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 _Counts = tuple[int, int, int, int, int, int]  # uncached input, output, cache read, 5m and 1h writes, searches
-_Cost = tuple[Decimal, Decimal, Decimal, Decimal, Decimal, Decimal, bool]  # USD: total, 5 parts; estimated
+# Nano-dollars: total, input, output, cache read, cache write, tools; estimated; read savings, write premium, batch.
+_Cost = tuple[int, int, int, int, int, int, bool, int, int, int]
 # Provider name (gen_ai.provider.name or the older gen_ai.system, lower-cased) -> (platform, Claude-only).
 _PROVIDERS = {
     "anthropic": ("anthropic", False),
@@ -99,8 +100,7 @@ def _entry(span: SpanRecord, place: tuple[str, str], prices: PriceTable, default
     if names.COST in attributes and names.PRICING_VERSION in attributes:  # watcher's own cost span
         counts = _counts(attributes, strict=True)
         cost = _recorded_cost(attributes)
-        time = _EPOCH + timedelta(microseconds=span.end_time_ns // 1000)
-        return _build(span, place, model, "anthropic", counts, cost, time, default_request_type, rank=2)
+        return _build(span, place, model, "anthropic", counts, cost, default_request_type, rank=2)
     if names.USAGE_KEYS.isdisjoint(attributes):
         return None
     platform = _platform(attributes, model)
@@ -109,7 +109,15 @@ def _entry(span: SpanRecord, place: tuple[str, str], prices: PriceTable, default
     counts = _counts(attributes, strict=span.name == SDK_SPAN)
     time = _EPOCH + timedelta(microseconds=span.end_time_ns // 1000)
     cost = _priced_cost(attributes, model, counts, prices, time)
-    return _build(span, place, model, platform, counts, cost, time, default_request_type, rank=1)
+    return _build(span, place, model, platform, counts, cost, default_request_type, rank=1)
+
+
+def _time_us(span: SpanRecord) -> int:
+    """The span's end in microseconds since the epoch; a time `datetime` cannot hold is malformed."""
+    micros = span.end_time_ns // 1000
+    if not 0 <= micros <= _MAX_MICROS:
+        raise _Malformed(f"end time {span.end_time_ns} ns is out of range")
+    return micros
 
 
 def _build(
@@ -119,57 +127,57 @@ def _build(
     platform: str,
     counts: _Counts,
     cost: _Cost,
-    time: datetime,
     default_request_type: str,
     *,
     rank: int,
 ) -> Entry:
-    """The Entry, its fields given by position (a third cheaper than by keyword; a test pins the order)."""
+    """The Entry, its fields given by position (cheaper than by keyword; a test pins the order)."""
     get = span.attributes.get
     response_id = _text(get(names.RESPONSE_ID))
     service, environment = place
     uncached, output, read, five, hour, searches = counts
-    total, input_usd, output_usd, read_usd, write_usd, tools_usd, estimated = cost
+    total, input_nanos, output_nanos, read_nanos, write_nanos, tools_nanos, estimated, *savings = cost
     return Entry(
         response_id or f"trace:{span.trace_id}:{span.span_id}",  # key
-        time,
+        _time_us(span),
+        response_id,
         service,
         environment,
         _text(get(names.REQUEST_TYPE)) or default_request_type,
         model,
         _text(get(names.PLATFORM)) or platform,
-        response_id,
         uncached,  # input_tokens
         output,
         read,
         five,
         hour,
         searches,
-        total,  # cost_usd
-        input_usd,
-        output_usd,
-        read_usd,
-        write_usd,
-        tools_usd,
+        total,  # cost_nanos
+        input_nanos,
+        output_nanos,
+        read_nanos,
+        write_nanos,
+        tools_nanos,
         estimated,
         _text(get(names.BATCH_ID)) is not None or get(names.SERVICE_TIER) == "batch",  # batch
         rank,
+        *savings,
     )
 
 
 def _recorded_cost(attributes: Mapping[str, object]) -> _Cost:
-    """The cost watcher's span was priced at when recorded, exactly as sent."""
+    """The cost watcher's span was priced at when recorded, exactly as sent (as its shortest repr reads)."""
     amounts = []
-    for key in names.COST_KEYS:
+    for key in names.RECORDED_USD_KEYS:
         value = attributes.get(key)
-        # The common case inline (it is most of the per-span work); `_usd` takes the rest.
+        # The common case inline (it is most of the per-span work); `_nanos` takes the rest.
         if type(value) is float and 0.0 < value < _INFINITY:
-            amounts.append(Decimal(repr(value)))
+            amounts.append(float_to_nanos(value))
         else:
-            amounts.append(_usd(key, value))
-    total, input_usd, output_usd, read_usd, write_usd, tools_usd = amounts
+            amounts.append(_nanos(key, value))
+    total, inputs, outputs, reads, writes, tools, read_saved, write_premium, batch_saved = amounts
     estimated = attributes.get(names.ESTIMATED) is True
-    return total, input_usd, output_usd, read_usd, write_usd, tools_usd, estimated
+    return total, inputs, outputs, reads, writes, tools, estimated, read_saved, write_premium, batch_saved
 
 
 def _priced_cost(
@@ -195,13 +203,16 @@ def _priced_cost(
     )
     cost = prices.cost(model, usage, at=time)
     return (
-        cost.total_usd,
-        cost.input_usd,
-        cost.output_usd,
-        cost.cache_read_usd,
-        cost.cache_write_usd,
-        cost.tools_usd,
+        to_nanos(cost.total_usd),
+        to_nanos(cost.input_usd),
+        to_nanos(cost.output_usd),
+        to_nanos(cost.cache_read_usd),
+        to_nanos(cost.cache_write_usd),
+        to_nanos(cost.tools_usd),
         cost.estimated,
+        to_nanos(cost.cache_read_savings_usd),
+        to_nanos(cost.cache_write_premium_usd),
+        to_nanos(cost.batch_savings_usd),
     )
 
 
@@ -266,17 +277,17 @@ def _count(attributes: Mapping[str, object], key: str) -> int | None:
     raise _Malformed(f"{key} is not a token count: {_brief(value)}")
 
 
-def _usd(key: str, value: object) -> Decimal:
-    """A recorded USD amount as the Decimal of its shortest float repr; 0 when absent."""
+def _nanos(key: str, value: object) -> int:
+    """A recorded USD amount in nano-dollars, as its shortest float repr reads; 0 when absent."""
     if type(value) is float:
         if 0.0 < value < _INFINITY:
-            return Decimal(repr(value))
+            return float_to_nanos(value)
         if value == 0.0:
-            return _ZERO  # also -0.0
+            return 0  # also -0.0
     elif value is None:
-        return _ZERO
+        return 0
     elif type(value) is int and value >= 0:
-        return Decimal(value)
+        return value * NANOS_PER_USD
     raise _Malformed(f"{key} is not a USD amount: {_brief(value)}")
 
 

@@ -8,10 +8,13 @@ from google.protobuf.message import Message
 
 __all__ = [
     "BATCH_ID",
+    "BATCH_SAVINGS_USD",
     "BOOL_KEYS",
     "CACHE_READ",
+    "CACHE_READ_SAVINGS_USD",
     "CACHE_READ_USD",
     "CACHE_WRITE",
+    "CACHE_WRITE_PREMIUM_USD",
     "CACHE_WRITE_USD",
     "COST",
     "COST_KEYS",
@@ -27,6 +30,7 @@ __all__ = [
     "PLATFORM",
     "PRICING_VERSION",
     "PROVIDER",
+    "RECORDED_USD_KEYS",
     "REQUEST_MODEL",
     "REQUEST_TYPE",
     "RESOURCE_KEYS",
@@ -76,6 +80,11 @@ CACHE_READ_USD = "watcher.cost.cache_read_usd"
 CACHE_WRITE_USD = "watcher.cost.cache_write_usd"
 TOOLS_USD = "watcher.cost.tools_usd"
 COST_KEYS = (COST, INPUT_USD, OUTPUT_USD, CACHE_READ_USD, CACHE_WRITE_USD, TOOLS_USD)  # total first
+CACHE_READ_SAVINGS_USD = "watcher.cache.read_savings_usd"
+CACHE_WRITE_PREMIUM_USD = "watcher.cache.write_premium_usd"
+BATCH_SAVINGS_USD = "watcher.batch.savings_usd"
+RECORDED_USD_KEYS = (*COST_KEYS, CACHE_READ_SAVINGS_USD, CACHE_WRITE_PREMIUM_USD, BATCH_SAVINGS_USD)
+"""Every USD amount a watcher cost span records: the cost (total first), then the savings counterfactuals."""
 ESTIMATED = "watcher.cost.estimated"
 PRICING_VERSION = "watcher.pricing.version"
 REQUEST_TYPE = "watcher.request_type"
@@ -98,8 +107,7 @@ SPAN_KEYS = USAGE_KEYS | {
     SERVICE_TIER,
     INFERENCE_GEO,
     SPEED,
-    COST,
-    *COST_KEYS,
+    *RECORDED_USD_KEYS,
     ESTIMATED,
     PRICING_VERSION,
     REQUEST_TYPE,
@@ -109,7 +117,7 @@ SPAN_KEYS = USAGE_KEYS | {
 """Every span attribute normalisation reads; the decoder keeps these and drops the rest."""
 
 INT_KEYS = USAGE_KEYS | {WEB_SEARCHES}
-DOUBLE_KEYS = frozenset(COST_KEYS)
+DOUBLE_KEYS = frozenset(RECORDED_USD_KEYS)
 BOOL_KEYS = frozenset((ESTIMATED,))
 """The span attributes expected as int, double and bool values; all others are strings."""
 

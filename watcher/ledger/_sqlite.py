@@ -15,16 +15,7 @@ from typing import Any
 
 from watcher.exceptions import ConfigError
 from watcher.ledger._entry import Entry, Scope
-from watcher.ledger._store import (
-    DIMENSIONS,
-    AppendResult,
-    BreakdownRow,
-    from_micros,
-    from_nanos,
-    plan_append,
-    to_micros,
-    to_nanos,
-)
+from watcher.ledger._store import DIMENSIONS, AppendResult, BreakdownRow, from_nanos, plan_append, to_micros
 
 __all__ = ["SCHEMA_VERSION", "SqliteLedger"]
 
@@ -63,24 +54,21 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (dimension, value)
         ) WITHOUT ROWID""",
     ),
+    (  # version 2: the savings counterfactuals
+        "ALTER TABLE entries ADD COLUMN cache_read_savings_nanos INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE entries ADD COLUMN cache_write_premium_nanos INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE entries ADD COLUMN batch_savings_nanos INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The schema version this code writes; older files are migrated forward when opened."""
 
-_COLUMNS = (
-    *("key", "time_us", "response_id", "service", "environment", "request_type", "model", "platform"),
-    *("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens"),
-    *("web_search_requests", "cost_nanos", "input_nanos", "output_nanos", "cache_read_nanos"),
-    *("cache_write_nanos", "tools_nanos", "estimated", "batch", "rank"),
-)
-_NANOS_COLUMNS = tuple(name for name in _COLUMNS if name.endswith("_nanos"))
+_COLUMNS = Entry._fields  # an Entry is a row in column order
 _INSERT = f"INSERT INTO entries ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _UPDATE = f"UPDATE entries SET {', '.join(f'{c} = ?' for c in _COLUMNS[1:])} WHERE key = ?"
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM entries"
 _KEY_CHUNK = 500  # bound parameters per lookup; under SQLite's oldest limit of 999
 _GLOB_CHARS = frozenset("*?[")
-
-_Row = tuple[str | int | None, ...]
 
 
 class SqliteLedger:
@@ -97,6 +85,7 @@ class SqliteLedger:
 
     def __init__(self, path: str | PathLike[str] = ":memory:", *, busy_timeout: float = 5.0) -> None:
         self._lock = threading.Lock()
+        self._seen: set[tuple[str, str]] = set()  # dimension values known stored (a cache, bounded by cardinality)
         try:
             self._conn: sqlite3.Connection | None = _connect(path, busy_timeout)
         except sqlite3.Error as exc:
@@ -104,17 +93,21 @@ class SqliteLedger:
 
     def append(self, entries: Sequence[Entry]) -> AppendResult:
         """See `Ledger.append`: one IMMEDIATE transaction, fsynced on commit before returning."""
-        rows = [_encode(entry) for entry in entries]
-        if not rows:
+        if not entries:
             return AppendResult()
         with self._lock, _transaction(self._connection()) as conn:
             stored = _stored_ranks(conn, {entry.key for entry in entries})
             result, new, upgrades = plan_append(entries, stored)
-            conn.executemany(_INSERT, (rows[i] for i in new))
-            conn.executemany(_UPDATE, ((*rows[i][1:], rows[i][0]) for i in upgrades))
-            values = {(dim, getattr(entries[i], dim)) for i in (*new, *upgrades) for dim in DIMENSIONS}
-            conn.executemany("INSERT OR IGNORE INTO dimension_values VALUES (?, ?)", values)
+            conn.executemany(_INSERT, [entries[i] for i in new])
+            conn.executemany(_UPDATE, [(*entries[i][1:], entries[i][0]) for i in upgrades])
+            written = [entries[i] for i in (*new, *upgrades)]
+            conn.executemany("INSERT OR IGNORE INTO dimension_values VALUES (?, ?)", self._unseen(written))
+        self._seen.update(_dimension_values(written))  # only once committed
         return result
+
+    def _unseen(self, entries: Sequence[Entry]) -> list[tuple[str, str]]:
+        """The (dimension, value) pairs of `entries` this connection has not written before."""
+        return [pair for pair in _dimension_values(entries) if pair not in self._seen]
 
     def spend(self, scope: Scope, since: datetime, until: datetime) -> Decimal:
         """See `Ledger.spend`. Globs are matched (case-sensitively) against the values seen so far."""
@@ -271,22 +264,15 @@ def _check_dimension(by: str) -> None:
         raise ValueError(f"cannot group by {by!r}: use one of {', '.join(DIMENSIONS)}")
 
 
-def _encode(e: Entry) -> _Row:
-    """The `entries` row of `e`, in _COLUMNS order. ValueError for a naive time or bad cost."""
-    return (
-        *(e.key, to_micros(e.time), e.response_id, e.service, e.environment, e.request_type, e.model, e.platform),
-        *(e.input_tokens, e.output_tokens, e.cache_read_tokens, e.cache_write_5m_tokens, e.cache_write_1h_tokens),
-        *(e.web_search_requests, to_nanos(e.cost_usd), to_nanos(e.input_usd), to_nanos(e.output_usd)),
-        *(to_nanos(e.cache_read_usd), to_nanos(e.cache_write_usd), to_nanos(e.tools_usd)),
-        *(int(e.estimated), int(e.batch), e.rank),
-    )
+def _dimension_values(entries: Sequence[Entry]) -> set[tuple[str, str]]:
+    return {
+        *(("request_type", e.request_type) for e in entries),
+        *(("model", e.model) for e in entries),
+        *(("service", e.service) for e in entries),
+        *(("environment", e.environment) for e in entries),
+    }
 
 
 def _decode(row: Sequence[Any]) -> Entry:
-    """The Entry of an `entries` row in _COLUMNS order."""
-    fields: dict[str, Any] = dict(zip(_COLUMNS, row, strict=True))
-    usd: dict[str, Any] = {
-        name.replace("_nanos", "_usd"): from_nanos(fields.pop(name)) for name in _COLUMNS if name.endswith("_nanos")
-    }
-    flags: dict[str, Any] = {name: bool(fields.pop(name)) for name in ("estimated", "batch")}
-    return Entry(time=from_micros(fields.pop("time_us")), **usd, **flags, **fields)
+    """The Entry of an `entries` row in _COLUMNS order (SQLite gives the two flags back as ints)."""
+    return Entry._make((*row[:20], bool(row[20]), bool(row[21]), *row[22:]))

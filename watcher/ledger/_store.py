@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal
+from datetime import datetime
+from decimal import Decimal
 from typing import Protocol
 
-from watcher.ledger._entry import Entry, Scope
+from watcher.ledger._entry import NANOS_PER_USD, Entry, Scope, from_micros, from_nanos, to_micros, to_nanos
 
 __all__ = [
     "DIMENSIONS",
@@ -25,14 +25,6 @@ __all__ = [
 
 DIMENSIONS = ("request_type", "model", "service", "environment")
 """The entry fields `breakdown()` and `top()` can group by, and that a `Scope` filters on."""
-
-NANOS_PER_USD = 10**9
-"""Money is stored as integer nano-dollars: exact sums, resolution 1e-9 USD."""
-
-_INT64_MAX = 2**63 - 1
-_BILLION = Decimal(NANOS_PER_USD)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,32 +125,3 @@ def plan_append(entries: Sequence[Entry], stored: dict[str, int]) -> tuple[Appen
     upgrades = [index for key, index in best.items() if key in stored]
     result = AppendResult(inserted, duplicates, upgraded, tuple(entries[index] for index in new))
     return result, new, upgrades
-
-
-def to_nanos(usd: Decimal) -> int:
-    """`usd` in integer nano-dollars, rounded half-even. ValueError if not finite or beyond int64."""
-    if not usd:  # most cost parts are zero
-        return 0
-    if not usd.is_finite():
-        raise ValueError(f"cost {usd} is not a finite amount")
-    nanos = int((usd * _BILLION).to_integral_value(rounding=ROUND_HALF_EVEN))
-    if abs(nanos) > _INT64_MAX:
-        raise ValueError(f"cost {usd} USD is beyond what the ledger stores")
-    return nanos
-
-
-def from_nanos(nanos: int) -> Decimal:
-    """Integer nano-dollars back to an exact Decimal USD amount with nine decimal places."""
-    return Decimal(nanos).scaleb(-9)
-
-
-def to_micros(moment: datetime) -> int:
-    """Microseconds since the Unix epoch, exact. ValueError for a naive datetime."""
-    if moment.utcoffset() is None:
-        raise ValueError(f"{moment.isoformat()} has no timezone: the ledger needs aware datetimes (UTC)")
-    return (moment - _EPOCH) // _MICROSECOND
-
-
-def from_micros(micros: int) -> datetime:
-    """Microseconds since the Unix epoch back to a UTC datetime."""
-    return _EPOCH + timedelta(microseconds=micros)

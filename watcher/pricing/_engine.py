@@ -11,7 +11,7 @@ from types import MappingProxyType
 
 from watcher.exceptions import PricingError
 from watcher.pricing._names import candidates
-from watcher.pricing._rates import BATCH, FAST, GEO, LONG, ModelPrices, Rates
+from watcher.pricing._rates import BATCH, FAST, GEO, LONG, ModelPrices, Rates, Vector
 from watcher.pricing._usage import Cost, TokenUsage
 
 __all__ = ["PriceTable"]
@@ -79,18 +79,23 @@ class PriceTable:
         prices = match.prices
         rates = prices.periods[0] if not prices.starts else prices.at(at or datetime.now(UTC))
         bits, flags = _modifiers(rates, usage, match.flags)
-        v_in, v_5m, v_1h, v_read, v_out = rates.vectors[bits]
+        vector = rates.vectors[bits]
+        v_in, v_5m, v_1h, v_read, v_out = vector
+        read, five, hour = usage.cache_read_tokens, usage.cache_write_5m_tokens, usage.cache_write_1h_tokens
         searches = usage.web_search_requests
         return Cost(
             input_usd=usage.input_tokens * v_in,
             output_usd=usage.output_tokens * v_out,
-            cache_read_usd=usage.cache_read_tokens * v_read,
-            cache_write_usd=usage.cache_write_5m_tokens * v_5m + usage.cache_write_1h_tokens * v_1h,
+            cache_read_usd=read * v_read,
+            cache_write_usd=five * v_5m + hour * v_1h,
             tools_usd=searches * self._search if searches else _ZERO,
             estimated=match.estimated,
             model=prices.id,
             pricing_version=self.version,
             flags=flags,
+            cache_read_savings_usd=read * (v_in - v_read) if read else _ZERO,
+            cache_write_premium_usd=five * (v_5m - v_in) + hour * (v_1h - v_in) if five or hour else _ZERO,
+            batch_savings_usd=_batch_savings(usage, vector, rates.vectors[bits & ~BATCH]) if bits & BATCH else _ZERO,
         )
 
     def _match(self, model: str) -> _Match:
@@ -114,6 +119,18 @@ class PriceTable:
                 return _Match(self._models[model_id], True, (f"estimated_family:{family}",))
         _log.warning("unknown model %r: estimating at default %s prices", model, self._unknown)
         return _Match(self._models[self._unknown], True, ("estimated_default",))
+
+
+def _batch_savings(usage: TokenUsage, batch: Vector, standard: Vector) -> Decimal:
+    """What ``usage`` would have cost more at the ``standard`` rates than at the ``batch`` ones."""
+    counts = (
+        usage.input_tokens,
+        usage.cache_write_5m_tokens,
+        usage.cache_write_1h_tokens,
+        usage.cache_read_tokens,
+        usage.output_tokens,
+    )
+    return sum((n * (full - discounted) for n, full, discounted in zip(counts, standard, batch, strict=True)), _ZERO)
 
 
 def _modifiers(rates: Rates, usage: TokenUsage, flags: tuple[str, ...]) -> tuple[int, tuple[str, ...]]:

@@ -103,6 +103,12 @@ class Cost:
 
     ``estimated`` is True when the model was unknown and ``model`` names the table entry whose
     prices were used instead. ``flags`` names every special rule that shaped the number.
+
+    The counterfactuals, for savings reports, are priced with the same modifiers as the call:
+    ``cache_read_savings_usd`` is what the cache-read tokens would have cost more as uncached
+    input, ``cache_write_premium_usd`` what the cache writes cost above uncached input (net caching
+    savings are the first minus the second), and ``batch_savings_usd`` what the same usage would
+    have cost more at standard (non-batch) rates. They are not part of ``total_usd``.
     """
 
     input_usd: Decimal
@@ -114,6 +120,9 @@ class Cost:
     model: str
     pricing_version: str
     flags: tuple[str, ...] = ()
+    cache_read_savings_usd: Decimal = Decimal(0)
+    cache_write_premium_usd: Decimal = Decimal(0)
+    batch_savings_usd: Decimal = Decimal(0)
 
     @property
     def total_usd(self) -> Decimal:
