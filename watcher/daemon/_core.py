@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from watcher.ledger import Scope
+from watcher.ledger import Entry, Scope
 from watcher.ledger._store import Ledger
 from watcher.pricing import PriceTable
 
@@ -65,7 +65,7 @@ class Daemon:
         self.counters = Counters()
         self.spend = SpendCounters()
 
-    def ingest(self, spans: Sequence[SpanRecord]) -> IngestResult:
+    def ingest(self, spans: Sequence[SpanRecord | Entry]) -> IngestResult:
         normalized = normalize(spans, self.prices, default_request_type=self.default_request_type)
         with self.books.lock:  # no budget resync may fall between the commit and the running totals
             appended = self.ledger.append(normalized.entries)

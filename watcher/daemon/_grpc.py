@@ -37,7 +37,8 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
             if not hmac.compare_digest(str(given).encode(), f"Bearer {self._token}".encode()):
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         try:
-            spans = decode_request(request.SerializeToString(), "application/x-protobuf")
+            body, default = request.SerializeToString(), self._daemon.default_request_type
+            spans = decode_request(body, "application/x-protobuf", default_request_type=default)
             result = self._daemon.ingest(spans)
         except DecodeError as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not a valid OTLP trace export: {error}")

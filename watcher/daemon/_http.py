@@ -115,7 +115,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = inflate(self._read_body(), self.headers.get("content-encoding", ""), self.server.max_request_bytes)
             if content_type not in (*_PROTOBUF, "application/json"):
                 raise BodyError(415, f"unsupported Content-Type {content_type!r}; use application/x-protobuf or json")
-            spans = decode_request(body, content_type)
+            spans = decode_request(body, content_type, default_request_type=self.server.core.default_request_type)
         except BodyError as error:
             self._status(error.status, str(error), content_type)
             return

@@ -15,14 +15,14 @@ from watcher.pricing import PriceTable, TokenUsage
 if TYPE_CHECKING:
     from watcher.daemon._decode import SpanRecord
 
-__all__ = ["MAX_REASONS", "Normalized", "normalize"]
+__all__ = ["MAX_REASONS", "Normalized", "normalize", "resource_place"]
 
 MAX_REASONS = 20
 """How many rejection reasons one `Normalized` keeps for the log; `rejected` counts them all."""
 
 SDK_SPAN = "anthropic.messages.create"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_INFINITY = float("inf")
+_MAX_USD = 9_000_000_000  # below int64 nano-dollars (9.2e9 USD); more on one call is not a real cost
 _MAX_MICROS = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 _Counts = tuple[int, int, int, int, int, int]  # uncached input, output, cache read, 5m and 1h writes, searches
 # Nano-dollars: total, input, output, cache read, cache write, tools; estimated; read savings, write premium, batch.
@@ -59,9 +59,11 @@ class _Malformed(Exception):
 
 
 def normalize(
-    spans: Sequence[SpanRecord], prices: PriceTable, *, default_request_type: str = "unlabeled"
+    spans: Sequence[SpanRecord | Entry], prices: PriceTable, *, default_request_type: str = "unlabeled"
 ) -> Normalized:
     """One entry per span that carries Claude usage; never raises, whatever the records hold.
+
+    Entries among `spans` (the decoder's fast path made them) are taken as they are.
 
     watcher's own cost spans keep their recorded cost (rank 2); spans of other instrumentations
     are priced with `prices` at their end time (rank 1) and get `default_request_type` unless
@@ -71,9 +73,12 @@ def normalize(
     resource: object = None
     place = ("", "")
     for span in spans:
+        if isinstance(span, Entry):  # made by the decoder's fast path for watcher's own spans
+            result.entries.append(span)
+            continue
         try:
             if span.resource is not resource:  # spans of one resource share its dict
-                resource, place = span.resource, _place(span.resource)
+                resource, place = span.resource, resource_place(span.resource)
             entry = _entry(span, place, prices, default_request_type)
         except _Malformed as exc:
             _reject(result, span, str(exc))
@@ -167,14 +172,7 @@ def _build(
 
 def _recorded_cost(attributes: Mapping[str, object]) -> _Cost:
     """The cost watcher's span was priced at when recorded, exactly as sent (as its shortest repr reads)."""
-    amounts = []
-    for key in names.RECORDED_USD_KEYS:
-        value = attributes.get(key)
-        # The common case inline (it is most of the per-span work); `_nanos` takes the rest.
-        if type(value) is float and 0.0 < value < _INFINITY:
-            amounts.append(float_to_nanos(value))
-        else:
-            amounts.append(_nanos(key, value))
+    amounts = [_nanos(key, attributes.get(key)) for key in names.RECORDED_USD_KEYS]
     total, inputs, outputs, reads, writes, tools, read_saved, write_premium, batch_saved = amounts
     estimated = attributes.get(names.ESTIMATED) is True
     return total, inputs, outputs, reads, writes, tools, estimated, read_saved, write_premium, batch_saved
@@ -280,13 +278,13 @@ def _count(attributes: Mapping[str, object], key: str) -> int | None:
 def _nanos(key: str, value: object) -> int:
     """A recorded USD amount in nano-dollars, as its shortest float repr reads; 0 when absent."""
     if type(value) is float:
-        if 0.0 < value < _INFINITY:
+        if 0.0 < value <= _MAX_USD:
             return float_to_nanos(value)
         if value == 0.0:
             return 0  # also -0.0
     elif value is None:
         return 0
-    elif type(value) is int and value >= 0:
+    elif type(value) is int and 0 <= value <= _MAX_USD:
         return value * NANOS_PER_USD
     raise _Malformed(f"{key} is not a USD amount: {_brief(value)}")
 
@@ -305,7 +303,7 @@ def _model(attributes: Mapping[str, object]) -> str:
     return _text(attributes.get(names.RESPONSE_MODEL)) or _text(attributes.get(names.REQUEST_MODEL)) or "unknown"
 
 
-def _place(resource: Mapping[str, object]) -> tuple[str, str]:
+def resource_place(resource: Mapping[str, object]) -> tuple[str, str]:
     """(service, environment) of a resource, with the defaults OpenTelemetry and watcher use."""
     service = _text(resource.get(names.SERVICE_NAME)) or "unknown_service"
     for key in names.ENVIRONMENT:
