@@ -144,6 +144,24 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(sys.stdout)
 
 
+def _traffic(args: argparse.Namespace) -> int:
+    import logging
+
+    from ._traffic import run_traffic
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("watcher.traffic").setLevel(logging.INFO)
+    try:
+        stats = run_traffic(rate=args.rate, count=args.count, seed=args.seed)
+    except ValueError as error:
+        print(f"watcher traffic: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # the usual way to stop it; its spans were flushed on the way out
+        return 0
+    print(f"{stats.calls} calls, {stats.refused} refused by a kill switch")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="watcher", description="Spend observability for the Claude API.")
     parser.add_argument("--version", action="version", version=f"watcher {__version__}")
@@ -164,6 +182,11 @@ def _parser() -> argparse.ArgumentParser:
     kill.add_argument("action", choices=["status", "engage", "release"])
     kill.add_argument("name", nargs="?", help="budget name (engage, release)")
     kill.set_defaults(run=_killswitch)
+    traffic = commands.add_parser("traffic", help="demo traffic: real SDK calls to a local fake API, spans over OTLP")
+    traffic.add_argument("--rate", type=float, default=2.0, help="calls a second (default 2)")
+    traffic.add_argument("--count", type=int, default=None, help="stop after N calls (default: run until stopped)")
+    traffic.add_argument("--seed", type=int, default=None, help="seed for the token-count jitter")
+    traffic.set_defaults(run=_traffic)
     price = commands.add_parser("price", help="price one request's usage exactly")
     price.add_argument("model")
     for flag in ("input", "output", "cache-read", "cache-write-5m", "cache-write-1h", "web-searches"):

@@ -1,0 +1,32 @@
+# The watcher daemon (`watcher serve`) and the demo traffic generator (`watcher traffic`).
+# Build: docker build -t watcher .   Run: see docker-compose.yml and docs/deploy.md.
+FROM python:3.11.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# The package only, without its test extras; the source tree is not kept in the image.
+COPY pyproject.toml README.md /src/
+COPY watcher /src/watcher
+RUN pip install /src && rm -rf /src
+
+# An unprivileged user owns the ledger and state; mount a volume on /var/lib/watcher to keep them.
+RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/watcher --shell /usr/sbin/nologin watcher \
+    && mkdir -p /var/lib/watcher /etc/watcher \
+    && chown watcher:watcher /var/lib/watcher
+ENV WATCHER_STATE_DIR=/var/lib/watcher
+VOLUME ["/var/lib/watcher"]
+USER watcher
+WORKDIR /var/lib/watcher
+
+# 4318: OTLP/HTTP, kill-switch and budgets API, /metrics, /healthz. 4317: OTLP/gRPC.
+EXPOSE 4318 4317
+
+# /healthz needs no token. WATCHER_HEALTHCHECK_URL overrides the address (a daemon on another port).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ.get('WATCHER_HEALTHCHECK_URL', 'http://127.0.0.1:4318/healthz'), timeout=4)"]
+
+ENTRYPOINT ["watcher"]
+CMD ["serve", "--config", "/etc/watcher/watcher.toml"]
