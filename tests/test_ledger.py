@@ -7,12 +7,13 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from fnmatch import fnmatchcase
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from watcher.exceptions import ConfigError
@@ -165,10 +166,10 @@ def test_reopened_file_finds_every_entry_and_the_schema_version(tmp_path: Path) 
     with SqliteLedger(tmp_path / "sub" / "ledger.db") as reopened:
         assert reopened.get("msg_1") == original
         assert reopened.spend(Scope(), T0, END) == Decimal("1.123456789")
-        assert reopened.schema_version() == SCHEMA_VERSION == 2
+        assert reopened.schema_version() == SCHEMA_VERSION == 3
     with sqlite3.connect(tmp_path / "sub" / "ledger.db") as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,)]
+        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,), (3,)]
 
 
 def test_a_ledger_newer_than_this_code_is_refused(tmp_path: Path) -> None:
@@ -250,16 +251,19 @@ def test_spend_is_the_sum_of_the_highest_rank_first_seen_entry_per_key(
 
 
 def test_a_version_1_ledger_is_migrated_and_keeps_its_entries(tmp_path: Path) -> None:
-    """Opening a file written before the savings columns existed adds them (zero) and loses nothing."""
+    """Opening a file written before the savings columns and the hourly rollups existed adds them (savings
+    zero, rollups computed from the entries) and loses nothing."""
     path = tmp_path / "ledger.db"
     with SqliteLedger(path) as ledger:
         ledger.append([entry("old", "0.5", input_tokens=7)])
     with sqlite3.connect(path) as raw:  # turn it back into a version-1 file
         for column in ("cache_read_savings_nanos", "cache_write_premium_nanos", "batch_savings_nanos"):
             raw.execute(f"ALTER TABLE entries DROP COLUMN {column}")
-        raw.execute("DELETE FROM schema_version WHERE version = 2")
+        raw.execute("DROP TABLE hourly")
+        raw.execute("DELETE FROM schema_version WHERE version > 1")
     with SqliteLedger(path) as migrated:
-        assert migrated.schema_version() == 2
+        assert migrated.schema_version() == SCHEMA_VERSION
+        assert migrated.spend(Scope(), T0, END) == Decimal("0.5")  # a whole-hour window: read from the rollups
         assert migrated.get("old") == entry("old", "0.5", input_tokens=7)
         saved = entry("new", "1", cache_read_savings_usd=Decimal("0.25"), batch_savings_usd=Decimal("1"))
         migrated.append([saved])
@@ -277,3 +281,51 @@ def test_a_version_1_ledger_is_migrated_and_keeps_its_entries(tmp_path: Path) ->
 def test_float_amounts_become_the_nanos_of_their_shortest_repr(usd: float) -> None:
     """The fast float-to-nanos path agrees with the exact Decimal rounding of the float's repr, halves included."""
     assert float_to_nanos(usd) == to_nanos(Decimal(repr(usd)))
+
+
+SCOPES = st.builds(
+    Scope,
+    request_type=st.sampled_from([None, "chat", "ext*", "none"]),
+    model=st.sampled_from([None, "claude-haiku-4-5", "claude-*-4-6"]),
+)
+WINDOW_US = st.integers(0, 3 * 86_400_000_000)  # microseconds after T0, over three days
+entries_strategy = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b", "c", "d", "e", "f"]),  # keys: repeats make duplicates and upgrades
+        WINDOW_US,
+        st.sampled_from(["chat", "extract"]),
+        st.sampled_from(["claude-haiku-4-5", "claude-opus-4-6"]),
+        st.integers(0, 10**9),
+        st.sampled_from([1, 2]),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(batches=st.lists(entries_strategy, max_size=4), since=WINDOW_US, length=WINDOW_US, scope=SCOPES)
+def test_spend_from_hourly_rollups_equals_the_sum_of_the_stored_entries(
+    batches: list[list[tuple[str, int, str, str, int, int]]], since: int, length: int, scope: Scope
+) -> None:
+    """Whatever the appends (duplicates, upgrades across batches) and however ragged the window's ends,
+    spend() equals the sum of the entries stored in the window and scope."""
+    with SqliteLedger() as ledger:
+        for batch in batches:
+            ledger.append(
+                [
+                    entry(
+                        key, time=T0 + timedelta(microseconds=at), request_type=kind, model=model, rank=rank
+                    )._replace(cost_nanos=nanos)
+                    for key, at, kind, model, nanos, rank in batch
+                ]
+            )
+        start, end = T0 + timedelta(microseconds=since), T0 + timedelta(microseconds=since + length)
+        stored = [ledger.get(key) for key in "abcdef"]
+        expected = sum(
+            e.cost_nanos
+            for e in stored
+            if e is not None
+            and start <= e.time < end
+            and all(getattr(scope, d) is None or fnmatchcase(getattr(e, d), getattr(scope, d)) for d in DIMENSIONS)
+        )
+        assert ledger.spend(scope, start, end) == Decimal(expected).scaleb(-9)

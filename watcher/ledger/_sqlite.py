@@ -59,6 +59,20 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE entries ADD COLUMN cache_write_premium_nanos INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE entries ADD COLUMN batch_savings_nanos INTEGER NOT NULL DEFAULT 0",
     ),
+    (  # version 3: hourly rollups, so a month's spend is a few hundred rows, not millions
+        """CREATE TABLE hourly (
+            hour_us INTEGER NOT NULL,
+            request_type TEXT NOT NULL,
+            model TEXT NOT NULL,
+            service TEXT NOT NULL,
+            environment TEXT NOT NULL,
+            requests INTEGER NOT NULL,
+            cost_nanos INTEGER NOT NULL,
+            PRIMARY KEY (hour_us, request_type, model, service, environment)
+        ) WITHOUT ROWID""",
+        f"""INSERT INTO hourly SELECT time_us - time_us % {3_600_000_000}, request_type, model, service, environment,
+            COUNT(*), SUM(cost_nanos) FROM entries GROUP BY 1, 2, 3, 4, 5""",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The schema version this code writes; older files are migrated forward when opened."""
@@ -67,6 +81,11 @@ _COLUMNS = Entry._fields  # an Entry is a row in column order
 _INSERT = f"INSERT INTO entries ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _UPDATE = f"UPDATE entries SET {', '.join(f'{c} = ?' for c in _COLUMNS[1:])} WHERE key = ?"
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM entries"
+_HOUR_US = 3_600_000_000
+_ROLL_UP = (
+    "INSERT INTO hourly VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE"
+    " SET requests = requests + excluded.requests, cost_nanos = cost_nanos + excluded.cost_nanos"
+)
 _KEY_CHUNK = 500  # bound parameters per lookup; under SQLite's oldest limit of 999
 _GLOB_CHARS = frozenset("*?[")
 
@@ -98,9 +117,11 @@ class SqliteLedger:
         with self._lock, _transaction(self._connection()) as conn:
             stored = _stored_ranks(conn, {entry.key for entry in entries})
             result, new, upgrades = plan_append(entries, stored)
+            written = [entries[i] for i in (*new, *upgrades)]
+            replaced = _stored_entries(conn, [entries[i].key for i in upgrades]) if upgrades else []
             conn.executemany(_INSERT, [entries[i] for i in new])
             conn.executemany(_UPDATE, [(*entries[i][1:], entries[i][0]) for i in upgrades])
-            written = [entries[i] for i in (*new, *upgrades)]
+            conn.executemany(_ROLL_UP, _hourly_deltas(written, replaced))
             conn.executemany("INSERT OR IGNORE INTO dimension_values VALUES (?, ?)", self._unseen(written))
         self._seen.update(_dimension_values(written))  # only once committed
         return result
@@ -110,15 +131,30 @@ class SqliteLedger:
         return [pair for pair in _dimension_values(entries) if pair not in self._seen]
 
     def spend(self, scope: Scope, since: datetime, until: datetime) -> Decimal:
-        """See `Ledger.spend`. Globs are matched (case-sensitively) against the values seen so far."""
-        window = [to_micros(since), to_micros(until)]
+        """See `Ledger.spend`. Globs are matched (case-sensitively) against the values seen so far.
+
+        Whole UTC hours inside the window are read from the hourly rollups and only the ragged
+        ends from the entries, so a month's spend costs about the same at a thousand entries as
+        at ten million.
+        """
+        start, end = to_micros(since), to_micros(until)
+        first, last = -(-start // _HOUR_US) * _HOUR_US, end // _HOUR_US * _HOUR_US  # whole hours: [first, last)
         with self._lock:
             conn = self._connection()
             where = _scope_filter(conn, scope)
             if where is None:
                 return from_nanos(0)
-            sql = f"SELECT COALESCE(SUM(cost_nanos), 0) FROM entries WHERE time_us >= ? AND time_us < ?{where[0]}"
-            (total,) = conn.execute(sql, [*window, *where[1]]).fetchone()
+            condition, values = where
+            if first >= last:
+                parts = [("entries", "time_us", start, end)]
+            else:
+                parts = [("entries", "time_us", start, first), ("hourly", "hour_us", first, last)]
+                parts.append(("entries", "time_us", last, end))
+            total = 0
+            for table, column, low, high in parts:
+                if low < high:
+                    sql = f"SELECT COALESCE(SUM(cost_nanos), 0) FROM {table} WHERE {column} >= ? AND {column} < ?"
+                    total += conn.execute(sql + condition, [low, high, *values]).fetchone()[0]
         return from_nanos(total)
 
     def breakdown(self, since: datetime, until: datetime, by: str) -> list[BreakdownRow]:
@@ -238,6 +274,30 @@ def _stored_ranks(conn: sqlite3.Connection, keys: set[str]) -> dict[str, int]:
         sql = f"SELECT key, rank FROM entries WHERE key IN ({', '.join('?' * len(chunk))})"
         ranks.update(conn.execute(sql, chunk).fetchall())
     return ranks
+
+
+def _stored_entries(conn: sqlite3.Connection, keys: list[str]) -> list[Entry]:
+    """The entries stored under `keys` (those present), e.g. the lower-rank ones an upgrade replaces."""
+    found: list[Entry] = []
+    for start in range(0, len(keys), _KEY_CHUNK):
+        chunk = keys[start : start + _KEY_CHUNK]
+        rows = conn.execute(f"{_SELECT} WHERE key IN ({', '.join('?' * len(chunk))})", chunk).fetchall()
+        found += (_decode(row) for row in rows)
+    return found
+
+
+def _hourly_deltas(added: Sequence[Entry], removed: Sequence[Entry]) -> list[tuple[int | str, ...]]:
+    """Rollup rows to add: per hour and dimensions, the requests and cost `added` brings and `removed` takes."""
+    deltas: dict[tuple[int, str, str, str, str], list[int]] = {}
+    for sign, entries in ((1, added), (-1, removed)):
+        for e in entries:
+            bucket = (e.time_us - e.time_us % _HOUR_US, e.request_type, e.model, e.service, e.environment)
+            sums = deltas.get(bucket)
+            if sums is None:
+                sums = deltas[bucket] = [0, 0]
+            sums[0] += sign
+            sums[1] += sign * e.cost_nanos
+    return [(*bucket, requests, cost) for bucket, (requests, cost) in deltas.items()]
 
 
 def _scope_filter(conn: sqlite3.Connection, scope: Scope) -> tuple[str, list[str]] | None:
