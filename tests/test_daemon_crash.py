@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import subprocess
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 from test_daemon import _export_body
 
@@ -37,3 +42,13 @@ def test_acknowledged_spans_survive_kill_9_and_resends_add_nothing(tmp_path: Pat
             assert _post(restarted.url, body) == 200
     with sqlite3.connect(tmp_path / "ledger.db") as db:
         assert db.execute("SELECT COUNT(*), COUNT(DISTINCT response_id) FROM entries").fetchone() == (30, 30)
+
+
+def test_a_daemon_that_does_not_stop_on_sigterm_is_killed_not_leaked() -> None:
+    """DaemonProcess.stop waits, then kills a daemon that ignored SIGTERM (here: frozen) and says so."""
+    daemon = DaemonProcess("").start()
+    assert daemon.process is not None
+    os.kill(daemon.pid, signal.SIGSTOP)  # a stopped process cannot act on SIGTERM
+    with pytest.raises(subprocess.TimeoutExpired):
+        daemon.stop(timeout=0.5)
+    assert daemon.process.poll() is not None

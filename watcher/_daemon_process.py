@@ -72,10 +72,17 @@ class DaemonProcess:
         assert self.process is not None
         self.process.wait()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM, then wait up to `timeout` s; a daemon still running then is killed (never leaked) and
+        `subprocess.TimeoutExpired` raised, since not stopping on SIGTERM is a bug worth failing on."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
-            self.process.wait(timeout=30)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise
 
     def __enter__(self) -> DaemonProcess:
         return self.start()
