@@ -10,7 +10,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from test_daemon import _export_body
 
 from watcher.testing import DaemonProcess
