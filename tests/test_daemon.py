@@ -348,10 +348,20 @@ def metric(text: str, name: str, **labels: str) -> float:
     raise KeyError(f"{name}{{{wanted}}}")
 
 
-def test_metrics_show_cache_and_batch_savings_and_estimated_spend(start: Start, fake_api: FakeAnthropic) -> None:
+def test_metrics_and_report_show_cache_and_batch_savings_and_estimated_spend(
+    start: Start,
+    fake_api: FakeAnthropic,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """Through the hook: cache reads save, cache writes cost a premium, batches save their discount, and an
-    unknown model's spend is counted as estimated, each under its own labels."""
-    daemon = start()
+    unknown model's spend is counted as estimated, each under its own labels; `watcher report` sums the savings."""
+    from watcher.cli import main
+
+    clock = Clock()
+    clock.now = datetime.now(UTC)
+    daemon = start(clock=clock)
     cached = {"input_tokens": 100, "output_tokens": 10, "cache_read_input_tokens": 10_000}
     fake_api.reply(
         FakeReply(usage={**cached, "cache_creation_input_tokens": 1000}),
@@ -385,6 +395,11 @@ def test_metrics_show_cache_and_batch_savings_and_estimated_spend(start: Start, 
     estimated = metric(text, "watcher_estimated_cost_usd_total", **nova)
     assert estimated == metric(text, "watcher_cost_usd_total", **nova) > 0
     assert metric(text, "watcher_estimated_cost_usd_total", **chat) == 0
+    monkeypatch.setenv("WATCHER_STATE_DIR", str(tmp_path))
+    assert main(["report", "--since", "1d", "--by", "request_type"]) == 0
+    out = capsys.readouterr().out
+    assert "caching saved 0.0088 USD net (0.0090 on cache reads, 0.0002 paid above input rates" in out, out
+    assert "batching saved 0.0008 USD" in out, out
 
 
 def test_metrics_show_each_budgets_thresholds_projection_and_period_end(start: Start) -> None:

@@ -117,14 +117,17 @@ def test_duplicates_within_one_batch_keep_the_highest_rank_first_seen(ledger: Sq
 
 @pytest.mark.parametrize("by", DIMENSIONS)
 def test_breakdown_totals_each_value_of_a_dimension_biggest_first(ledger: SqliteLedger, by: str) -> None:
-    """Rows carry requests, cost, token sums (cache writes 5m + 1h) and the estimated part, sorted by cost."""
+    """Rows carry requests, cost, token sums (cache writes 5m + 1h), the estimated part and the savings,
+    sorted by cost."""
     tokens = {"input_tokens": 10, "output_tokens": 20, "cache_read_tokens": 30}
     writes = {"cache_write_5m_tokens": 1, "cache_write_1h_tokens": 2}
     ledger.append(
         [
             entry("1", "1", **{by: "small"}, **tokens, **writes),
-            entry("2", "2", **{by: "big"}, **tokens, **writes, estimated=True),
-            entry("3", "3", **{by: "big"}, **tokens),
+            entry("2", "2", **{by: "big"}, **tokens, **writes, estimated=True, cache_read_savings_usd=Decimal("0.5")),
+            entry(
+                "3", "3", **{by: "big"}, **tokens, cache_write_premium_usd=Decimal("0.25"), batch_savings_usd=Decimal(3)
+            ),
             entry("4", "100", **{by: "big"}, time=END),
         ]
     )
@@ -132,6 +135,9 @@ def test_breakdown_totals_each_value_of_a_dimension_biggest_first(ledger: Sqlite
     assert (big.key, big.requests, big.cost_usd, big.estimated_cost_usd) == ("big", 2, Decimal(5), Decimal(2))
     assert (big.input_tokens, big.output_tokens, big.cache_read_tokens, big.cache_write_tokens) == (20, 40, 60, 3)
     assert (small.key, small.requests, small.cost_usd, small.estimated_cost_usd) == ("small", 1, Decimal(1), Decimal(0))
+    savings = (big.cache_read_savings_usd, big.cache_write_premium_usd, big.batch_savings_usd)
+    assert savings == (Decimal("0.5"), Decimal("0.25"), Decimal(3))
+    assert (small.cache_read_savings_usd, small.cache_write_premium_usd, small.batch_savings_usd) == (0, 0, 0)
 
 
 def test_grouping_by_an_unknown_dimension_raises_value_error(ledger: SqliteLedger) -> None:

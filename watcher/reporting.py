@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from .ledger._store import BreakdownRow
 
@@ -47,4 +48,20 @@ def render_report(rows: Sequence[BreakdownRow], by: str, since: datetime, until:
     lines += ["-" * len(header), f"{'total':<20} {total:>12.4f} {sum(r.requests for r in rows):>9}"]
     if any(row.estimated_cost_usd for row in rows):
         lines.append("* includes models priced by estimate (not in the price table)")
+    lines += _savings(rows)
     return "\n".join(lines)
+
+
+def _savings(rows: Sequence[BreakdownRow]) -> list[str]:
+    """What prompt caching and batching saved in the window, against the same calls without them."""
+    read_saved = sum((row.cache_read_savings_usd for row in rows), start=Decimal(0))
+    premium = sum((row.cache_write_premium_usd for row in rows), start=Decimal(0))
+    batch_saved = sum((row.batch_savings_usd for row in rows), start=Decimal(0))
+    if not (read_saved or premium or batch_saved):
+        return []
+    return [
+        "",
+        f"caching saved {read_saved - premium:.4f} USD net ({read_saved:.4f} on cache reads, "
+        f"{premium:.4f} paid above input rates for cache writes)",
+        f"batching saved {batch_saved:.4f} USD",
+    ]

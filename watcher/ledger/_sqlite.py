@@ -163,13 +163,14 @@ class SqliteLedger:
         sql = (
             f"SELECT {by}, COUNT(*), SUM(cost_nanos), SUM(input_tokens), SUM(output_tokens),"
             " SUM(cache_read_tokens), SUM(cache_write_5m_tokens + cache_write_1h_tokens),"
-            " SUM(CASE WHEN estimated THEN cost_nanos ELSE 0 END)"
+            " SUM(CASE WHEN estimated THEN cost_nanos ELSE 0 END),"
+            " SUM(cache_read_savings_nanos), SUM(cache_write_premium_nanos), SUM(batch_savings_nanos)"
             f" FROM entries WHERE time_us >= ? AND time_us < ? GROUP BY {by} ORDER BY 3 DESC, 1"
         )
         window = (to_micros(since), to_micros(until))
         with self._lock:
             rows = self._connection().execute(sql, window).fetchall()
-        return [BreakdownRow(k, n, from_nanos(c), i, o, r, w, from_nanos(e)) for k, n, c, i, o, r, w, e in rows]
+        return [_breakdown_row(row) for row in rows]
 
     def top(self, scope: Scope, since: datetime, until: datetime, by: str, limit: int = 3) -> list[tuple[str, Decimal]]:
         """See `Ledger.top`; ties in cost are ordered by value. A `limit` below 1 gives []."""
@@ -317,6 +318,15 @@ def _scope_filter(conn: sqlite3.Connection, scope: Scope) -> tuple[str, list[str
         sql += f" AND {dim} IN ({', '.join('?' * len(values))})"
         params += values
     return sql, params
+
+
+def _breakdown_row(row: Sequence[Any]) -> BreakdownRow:
+    """A row of the breakdown query: key, requests, cost, four token sums, then four nano-dollar sums."""
+    key, requests, cost, inputs, outputs, reads, writes, estimated, read_saved, premium, batch_saved = row
+    return BreakdownRow(
+        *(key, requests, from_nanos(cost), inputs, outputs, reads, writes, from_nanos(estimated)),
+        *(from_nanos(read_saved), from_nanos(premium), from_nanos(batch_saved)),
+    )
 
 
 def _check_dimension(by: str) -> None:

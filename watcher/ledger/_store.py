@@ -49,7 +49,9 @@ class BreakdownRow:
     """Totals of the entries sharing one value (`key`) of a dimension, within a time window.
 
     `cache_write_tokens` adds 5-minute and 1-hour writes; `estimated_cost_usd` is the part of
-    `cost_usd` that comes from entries priced with an estimate.
+    `cost_usd` that comes from entries priced with an estimate. The savings are the entries'
+    counterfactuals (`watcher.pricing.Cost`): net caching savings are `cache_read_savings_usd`
+    minus `cache_write_premium_usd`.
     """
 
     key: str
@@ -60,6 +62,9 @@ class BreakdownRow:
     cache_read_tokens: int
     cache_write_tokens: int
     estimated_cost_usd: Decimal
+    cache_read_savings_usd: Decimal = Decimal(0)
+    cache_write_premium_usd: Decimal = Decimal(0)
+    batch_savings_usd: Decimal = Decimal(0)
 
 
 class Ledger(Protocol):
