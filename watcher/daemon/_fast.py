@@ -22,7 +22,7 @@ __all__ = ["watcher_entry"]
 
 _MAX_USD = 9e9  # the general path rejects more; see _normalize._MAX_USD
 _MAX_MICROS = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z, the last instant a datetime holds
-_USD_KEYS = names.RECORDED_USD_KEYS
+_PARTS = names.RECORDED_USD_KEYS[1:]  # every recorded amount but the total, which is read first
 _CACHE_READ, _CACHE_WRITE, _OUTPUT = names.CACHE_READ[0], names.CACHE_WRITE[0], names.OUTPUT[0]
 
 
@@ -39,7 +39,8 @@ def watcher_entry(
     span (for its ids and end time) and `place` its resource's (service, environment).
     """
     get = attributes.get
-    if get(names.PRICING_VERSION) is None or get(names.COST) is None:
+    cost = get(names.COST)
+    if cost is None or get(names.PRICING_VERSION) is None:
         return None
     try:
         five, hour, total_writes = _count(get(names.WRITE_5M)), _count(get(names.WRITE_1H)), _count(get(_CACHE_WRITE))
@@ -47,8 +48,9 @@ def watcher_entry(
             return None
         searches = get(names.WEB_SEARCHES)
         uncached, output, read = _count(get(names.UNCACHED_INPUT)), _count(get(_OUTPUT)), _count(get(_CACHE_READ))
-        usd = [_nanos(get(key)) for key in _USD_KEYS]  # the cost (total first), then the savings
-        total, inputs, outputs, reads, writes, tools, read_saved, write_premium, batch_saved = usd
+        total = _nanos(cost)
+        usd = [_nanos(get(key)) for key in _PARTS]  # the cost's parts, then the savings
+        inputs, outputs, reads, writes, tools, read_saved, write_premium, batch_saved = usd
         searched = 0 if searches is None else _count(searches)
     except _Surprise:
         return None
