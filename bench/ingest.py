@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--cpu", type=int, default=None, help="pin the daemon to this CPU (one core, measured)")
     args = parser.parse_args()
     bodies = cost_span_bodies(args.batches)
-    baseline = naive_decode_rate(bodies[:20])
+    before = naive_decode_rate(bodies[:20])
     daemon = DaemonProcess(CONFIG).start()
     url, state = daemon.url, daemon.state_dir
     if args.cpu is not None:  # every thread of the daemon on one core; the senders stay elsewhere
@@ -145,13 +145,15 @@ def main() -> None:
         for thread in threads:
             thread.join()
         elapsed = time.perf_counter() - start
+        after = naive_decode_rate(bodies[:20])  # the machine's speed can drift during the run
+        baseline = (before + after) / 2
         spans = (len(bodies) - 1) * BATCH
         rate = spans / elapsed
         rows = sqlite3.connect(state / "ledger.db").execute("SELECT COUNT(*) FROM entries").fetchone()[0]
         print(f"{spans} spans in {elapsed:.2f} s: {rate:,.0f} spans/s end to end ({args.senders} senders)")
         print(
-            f"baseline (naive full-attribute decode only, no storage): {baseline:,.0f} spans/s; "
-            f"ratio {rate / baseline:.2f}"
+            f"baseline (naive full-attribute decode only, no storage): {baseline:,.0f} spans/s "
+            f"(mean of {before:,.0f} before and {after:,.0f} after the run); ratio {rate / baseline:.2f}"
         )
         print(
             f"ledger rows: {rows}; daemon peak RSS {first_peak:.0f} MB after the first batch, "
