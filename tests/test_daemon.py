@@ -9,7 +9,9 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import anthropic
@@ -21,6 +23,7 @@ import watcher
 from watcher.budgets import parse_budgets
 from watcher.daemon._serve import Running, build
 from watcher.exceptions import ConfigError
+from watcher.ledger import Scope
 from watcher.testing import FakeAnthropic, FakeReply
 
 HI = [{"role": "user", "content": "hi"}]
@@ -199,6 +202,31 @@ def test_the_80_percent_alert_is_sent_once_and_never_again_after_a_restart(start
     restarted.books.evaluate()
     restarted.dispatcher.deliver_due()
     assert again.sent == [] and len(notifier.sent) == 1
+
+
+def test_concurrent_exports_crossing_a_budget_count_every_span_once_and_alert_once(start: Start) -> None:
+    """Eight exporters racing, each re-sending some spans: the spend is the exact sum of distinct responses,
+    and the alert and the kill switch are each sent once."""
+    notifier = Recorder()
+    daemon = start(notifier=notifier)
+    bodies = [_export_body(cost=0.0005, response_id=f"r{i}") for i in range(40)]  # $0.02: 200% of $0.01
+
+    def exporter(worker: int) -> None:
+        for index in range(worker, len(bodies), 8):
+            for _ in range(2 if index % 3 == 0 else 1):  # a retry after a lost answer
+                assert post(daemon, bodies[index])[0] == 200
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(exporter, range(8)))
+    assert budget(daemon)["spend_usd"] == pytest.approx(0.02)
+    assert daemon.ledger.spend(Scope(), datetime(2026, 11, 25, tzinfo=UTC), datetime(2026, 11, 26, tzinfo=UTC)) == (
+        Decimal("0.02")
+    )
+    titles = sorted(title for title, _ in notifier.wait_for(2))
+    daemon.books.evaluate()
+    daemon.dispatcher.deliver_due()
+    assert len(notifier.sent) == 2 and "KILL SWITCH" in titles[0] and "alert" in titles[1], titles
+    assert [switch["budget"] for switch in get(daemon, "/v1/killswitch")["engaged"]] == ["extraction-daily"]  # type: ignore[attr-defined]
 
 
 def test_an_alert_that_could_not_be_delivered_before_a_crash_is_sent_after_restart(start: Start) -> None:
