@@ -57,13 +57,9 @@ def _matcher(scope: Scope) -> Callable[[Entry], bool]:
     import fnmatch
 
     tests = [(name, re.compile(fnmatch.translate(v))) for name in _FIELDS if (v := getattr(scope, name)) is not None]
-    if not tests:
-        return _everything
+    if not tests:  # decided once: a budget over everything matches without looking
+        return lambda entry: True
     return lambda entry: all(pattern.fullmatch(getattr(entry, name)) for name, pattern in tests)
-
-
-def _everything(entry: Entry) -> bool:
-    return True
 
 
 def _money(value: Decimal) -> str:
@@ -113,10 +109,7 @@ class Books:
             for name, (window, total, synced) in list(self._totals.items()):
                 matches = self._matchers[name]
                 since, until = to_micros(window[0]), to_micros(window[1])
-                if matches is _everything:
-                    extra = sum(e.cost_nanos for e in entries if since <= e.time_us < until)
-                else:
-                    extra = sum(e.cost_nanos for e in entries if since <= e.time_us < until and matches(e))
+                extra = sum(e.cost_nanos for e in entries if since <= e.time_us < until and matches(e))
                 self._totals[name] = (window, total + from_nanos(extra), synced)
 
     def _spend(self, budget: Budget, window: Window, now: datetime) -> Decimal:

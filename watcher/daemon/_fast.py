@@ -16,12 +16,10 @@ from typing import Any
 
 from watcher.daemon import _otlp as names
 from watcher.ledger import Entry
-from watcher.ledger._entry import float_to_nanos
+from watcher.ledger._entry import MAX_MICROS, MAX_USD, float_to_nanos
 
 __all__ = ["watcher_entry"]
 
-_MAX_USD = 9e9  # the general path rejects more; see _normalize._MAX_USD
-_MAX_MICROS = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z, the last instant a datetime holds
 _PARTS = names.RECORDED_USD_KEYS[1:]  # every recorded amount but the total, which is read first
 _CACHE_READ, _CACHE_WRITE, _OUTPUT = names.CACHE_READ[0], names.CACHE_WRITE[0], names.OUTPUT[0]
 
@@ -55,7 +53,7 @@ def watcher_entry(
     except _Surprise:
         return None
     micros = span.end_time_unix_nano // 1000
-    if micros > _MAX_MICROS:
+    if micros > MAX_MICROS:
         return None
     response_id = _text(get(names.RESPONSE_ID))
     estimated = get(names.ESTIMATED)
@@ -106,7 +104,7 @@ def _nanos(value: Any) -> int:
     if value is None:
         return 0
     usd: float = value.double_value
-    if 0.0 < usd <= _MAX_USD:
+    if 0.0 < usd <= MAX_USD:
         return float_to_nanos(usd)
     if usd == 0.0 and value.HasField("double_value"):
         return 0

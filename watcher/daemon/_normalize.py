@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from watcher.daemon import _otlp as names
 from watcher.ledger import Entry
-from watcher.ledger._entry import NANOS_PER_USD, float_to_nanos, to_nanos
+from watcher.ledger._entry import MAX_MICROS, MAX_USD, NANOS_PER_USD, float_to_nanos, from_micros, to_nanos
 from watcher.pricing import PriceTable, TokenUsage
 
 if TYPE_CHECKING:
@@ -21,9 +21,6 @@ MAX_REASONS = 20
 """How many rejection reasons one `Normalized` keeps for the log; `rejected` counts them all."""
 
 SDK_SPAN = "anthropic.messages.create"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MAX_USD = 9_000_000_000  # below int64 nano-dollars (9.2e9 USD); more on one call is not a real cost
-_MAX_MICROS = (datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 _Counts = tuple[int, int, int, int, int, int]  # uncached input, output, cache read, 5m and 1h writes, searches
 # Nano-dollars: total, input, output, cache read, cache write, tools; estimated; read savings, write premium, batch.
 _Cost = tuple[int, int, int, int, int, int, bool, int, int, int]
@@ -105,28 +102,29 @@ def _entry(span: SpanRecord, place: tuple[str, str], prices: PriceTable, default
     if names.COST in attributes and names.PRICING_VERSION in attributes:  # watcher's own cost span
         counts = _counts(attributes, strict=True)
         cost = _recorded_cost(attributes)
-        return _build(span, place, model, "anthropic", counts, cost, default_request_type, rank=2)
+        return _build(span, _time_us(span), place, model, "anthropic", counts, cost, default_request_type, rank=2)
     if names.USAGE_KEYS.isdisjoint(attributes):
         return None
     platform = _platform(attributes, model)
     if platform is None:
         return None
     counts = _counts(attributes, strict=span.name == SDK_SPAN)
-    time = _EPOCH + timedelta(microseconds=span.end_time_ns // 1000)
-    cost = _priced_cost(attributes, model, counts, prices, time)
-    return _build(span, place, model, platform, counts, cost, default_request_type, rank=1)
+    micros = _time_us(span)
+    cost = _priced_cost(attributes, model, counts, prices, from_micros(micros))
+    return _build(span, micros, place, model, platform, counts, cost, default_request_type, rank=1)
 
 
 def _time_us(span: SpanRecord) -> int:
     """The span's end in microseconds since the epoch; a time `datetime` cannot hold is malformed."""
     micros = span.end_time_ns // 1000
-    if not 0 <= micros <= _MAX_MICROS:
+    if not 0 <= micros <= MAX_MICROS:
         raise _Malformed(f"end time {span.end_time_ns} ns is out of range")
     return micros
 
 
 def _build(
     span: SpanRecord,
+    micros: int,
     place: tuple[str, str],
     model: str,
     platform: str,
@@ -144,7 +142,7 @@ def _build(
     total, input_nanos, output_nanos, read_nanos, write_nanos, tools_nanos, estimated, *savings = cost
     return Entry(
         response_id or f"trace:{span.trace_id}:{span.span_id}",  # key
-        _time_us(span),
+        micros,  # time_us
         response_id,
         service,
         environment,
@@ -278,13 +276,13 @@ def _count(attributes: Mapping[str, object], key: str) -> int | None:
 def _nanos(key: str, value: object) -> int:
     """A recorded USD amount in nano-dollars, as its shortest float repr reads; 0 when absent."""
     if type(value) is float:
-        if 0.0 < value <= _MAX_USD:
+        if 0.0 < value <= MAX_USD:
             return float_to_nanos(value)
         if value == 0.0:
             return 0  # also -0.0
     elif value is None:
         return 0
-    elif type(value) is int and 0 <= value <= _MAX_USD:
+    elif type(value) is int and 0 <= value <= MAX_USD:
         return value * NANOS_PER_USD
     raise _Malformed(f"{key} is not a USD amount: {_brief(value)}")
 

@@ -12,6 +12,12 @@ __all__ = ["Entry", "Scope", "float_to_nanos", "from_micros", "from_nanos", "to_
 NANOS_PER_USD = 10**9
 """Money is stored as integer nano-dollars: exact sums, resolution 1e-9 USD."""
 
+MAX_USD = 9_000_000_000
+"""The largest amount one entry may carry: below int64 nano-dollars (9.2e9 USD), and no real call costs more."""
+
+MAX_MICROS = 253_402_300_799_999_999
+"""The last instant an entry may carry, 9999-12-31T23:59:59.999999Z in microseconds: the end of `datetime`."""
+
 _INT64_MAX = 2**63 - 1
 _BILLION = Decimal(NANOS_PER_USD)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -122,13 +122,10 @@ class SqliteLedger:
             conn.executemany(_INSERT, [entries[i] for i in new])
             conn.executemany(_UPDATE, [(*entries[i][1:], entries[i][0]) for i in upgrades])
             conn.executemany(_ROLL_UP, _hourly_deltas(written, replaced))
-            conn.executemany("INSERT OR IGNORE INTO dimension_values VALUES (?, ?)", self._unseen(written))
-        self._seen.update(_dimension_values(written))  # only once committed
+            unseen = _dimension_values(written) - self._seen  # pairs this connection has not written before
+            conn.executemany("INSERT OR IGNORE INTO dimension_values VALUES (?, ?)", unseen)
+        self._seen |= unseen  # only once committed
         return result
-
-    def _unseen(self, entries: Sequence[Entry]) -> list[tuple[str, str]]:
-        """The (dimension, value) pairs of `entries` this connection has not written before."""
-        return [pair for pair in _dimension_values(entries) if pair not in self._seen]
 
     def spend(self, scope: Scope, since: datetime, until: datetime) -> Decimal:
         """See `Ledger.spend`. Globs are matched (case-sensitively) against the values seen so far.
@@ -267,24 +264,23 @@ def _migrate(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT INTO schema_version VALUES (?, ?)", (version, datetime.now(UTC).isoformat()))
 
 
+def _rows_by_key(conn: sqlite3.Connection, select: str, keys: Sequence[str]) -> list[Any]:
+    """The rows of `select` (a query without WHERE on `entries`) whose key is among `keys`, in chunks."""
+    rows: list[Any] = []
+    for start in range(0, len(keys), _KEY_CHUNK):
+        chunk = keys[start : start + _KEY_CHUNK]
+        rows += conn.execute(f"{select} WHERE key IN ({', '.join('?' * len(chunk))})", chunk).fetchall()
+    return rows
+
+
 def _stored_ranks(conn: sqlite3.Connection, keys: set[str]) -> dict[str, int]:
     """The rank stored under each of `keys` that is present."""
-    ordered, ranks = sorted(keys), dict[str, int]()
-    for start in range(0, len(ordered), _KEY_CHUNK):
-        chunk = ordered[start : start + _KEY_CHUNK]
-        sql = f"SELECT key, rank FROM entries WHERE key IN ({', '.join('?' * len(chunk))})"
-        ranks.update(conn.execute(sql, chunk).fetchall())
-    return ranks
+    return dict(_rows_by_key(conn, "SELECT key, rank FROM entries", sorted(keys)))
 
 
 def _stored_entries(conn: sqlite3.Connection, keys: list[str]) -> list[Entry]:
     """The entries stored under `keys` (those present), e.g. the lower-rank ones an upgrade replaces."""
-    found: list[Entry] = []
-    for start in range(0, len(keys), _KEY_CHUNK):
-        chunk = keys[start : start + _KEY_CHUNK]
-        rows = conn.execute(f"{_SELECT} WHERE key IN ({', '.join('?' * len(chunk))})", chunk).fetchall()
-        found += (_decode(row) for row in rows)
-    return found
+    return [_decode(row) for row in _rows_by_key(conn, _SELECT, keys)]
 
 
 def _hourly_deltas(added: Sequence[Entry], removed: Sequence[Entry]) -> list[tuple[int | str, ...]]:
