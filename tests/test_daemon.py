@@ -6,8 +6,6 @@ import gzip
 import json
 import re
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import anthropic
 import pytest
+from _support import http, metrics_text, sample
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -104,23 +103,15 @@ def spend_through_hook(
 
 
 def get(daemon: Running, path: str, token: str | None = None) -> dict[str, object]:
-    headers = {"authorization": f"Bearer {token}"} if token else {}
-    with urllib.request.urlopen(urllib.request.Request(daemon.address + path, headers=headers), timeout=10) as reply:
-        return json.loads(reply.read())  # type: ignore[no-any-return]
+    status, body = http(daemon.address + path, token=token)
+    assert status == 200, (status, body)
+    return json.loads(body)  # type: ignore[no-any-return]
 
 
 def post(
     daemon: Running, body: bytes, content_type: str = "application/x-protobuf", **headers: str
 ) -> tuple[int, bytes]:
-    request = urllib.request.Request(
-        daemon.address + "/v1/traces", data=body, method="POST", headers={"content-type": content_type, **headers}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return reply.status, reply.read()
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, error.read()
+    return http(daemon.address + "/v1/traces", body, **{"content-type": content_type, **headers})
 
 
 def budget(daemon: Running, name: str = "extraction-daily") -> dict[str, object]:
@@ -276,14 +267,10 @@ def test_the_kill_switch_at_120_percent_stops_the_app_until_the_period_rolls_ove
 def test_kill_switches_can_be_engaged_and_released_by_hand(start: Start) -> None:
     """The admin endpoints engage a switch until the period ends, and release it."""
     daemon = start()
-    request = urllib.request.Request(daemon.address + "/v1/killswitch/extraction-daily/engage", data=b"", method="POST")
-    with urllib.request.urlopen(request, timeout=10) as reply:
-        assert json.loads(reply.read())["engaged"] is True
+    status, body = http(daemon.address + "/v1/killswitch/extraction-daily/engage", b"")
+    assert status == 200 and json.loads(body)["engaged"] is True
     assert get(daemon, "/v1/killswitch")["engaged"][0]["reason"] == "manual"  # type: ignore[index]
-    request = urllib.request.Request(
-        daemon.address + "/v1/killswitch/extraction-daily/release", data=b"", method="POST"
-    )
-    urllib.request.urlopen(request, timeout=10).close()
+    assert http(daemon.address + "/v1/killswitch/extraction-daily/release", b"")[0] == 200
     assert get(daemon, "/v1/killswitch")["engaged"] == []
 
 
@@ -291,10 +278,7 @@ def test_a_token_is_required_when_set_and_beyond_loopback(start: Start) -> None:
     """With a token every route but /healthz needs it; listening beyond loopback without one is refused."""
     daemon = start(token="s3cret")
     assert get(daemon, "/healthz")["status"] == "ok"
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        get(daemon, "/v1/killswitch")
-    assert refused.value.code == 401
-    refused.value.close()
+    assert http(daemon.address + "/v1/killswitch")[0] == 401
     assert get(daemon, "/v1/killswitch", token="s3cret")["engaged"] == []
     assert post(daemon, _export_body(cost=0.001, response_id="x"))[0] == 401
     with pytest.raises(ConfigError, match="WATCHER_TOKEN"):
@@ -355,8 +339,7 @@ def test_metrics_count_each_billed_response_once_and_show_budgets(start: Start) 
     body = _export_body(cost=0.0085, response_id="m1")
     post(daemon, body)
     post(daemon, body)
-    with urllib.request.urlopen(daemon.address + "/metrics", timeout=10) as reply:
-        text = reply.read().decode()
+    text = metrics_text(daemon.address)
     labels = 'model="claude-haiku-4-5",request_type="extraction",service="unknown_service:python3"'
     assert f"watcher_requests_total{{{labels}}} 1.0" in text
     assert f"watcher_cost_usd_total{{{labels}}} 0.0085" in text
@@ -364,16 +347,6 @@ def test_metrics_count_each_billed_response_once_and_show_budgets(start: Start) 
     assert 'watcher_budget_used_ratio{budget="extraction-daily"} 0.85' in text
     assert 'watcher_killswitch_engaged{budget="extraction-daily"} 0.0' in text
     assert "watcher_spans_duplicate_total 1.0" in text
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The value of one sample of the exposition `text`; KeyError when absent."""
-    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-    for line in text.splitlines():
-        sample, _, value = line.rpartition(" ")
-        if sample == (f"{name}{{{wanted}}}" if labels else name):
-            return float(value)
-    raise KeyError(f"{name}{{{wanted}}}")
 
 
 def test_metrics_and_report_show_cache_and_batch_savings_and_estimated_spend(
@@ -409,20 +382,19 @@ def test_metrics_and_report_show_cache_and_batch_savings_and_estimated_spend(
         assert watcher.flush()
     finally:
         watcher.uninstrument()
-    with urllib.request.urlopen(daemon.address + "/metrics", timeout=10) as reply:
-        text = reply.read().decode()
+    text = metrics_text(daemon.address)
     chat = {"service": "unknown_service:python3", "request_type": "chat", "model": "claude-haiku-4-5"}
     nightly = {**chat, "request_type": "nightly"}
     nova = {**chat, "model": "claude-nova-1"}
     # haiku 4.5: input $1/MTok, cache read $0.10, 5m write $1.25; output $5; batch half of everything.
-    assert metric(text, "watcher_cache_read_savings_usd_total", **chat) == pytest.approx(10_000 * 0.9e-6)
-    assert metric(text, "watcher_cache_write_premium_usd_total", **chat) == pytest.approx(1000 * 0.25e-6)
-    assert metric(text, "watcher_batch_cost_usd_total", **nightly) == pytest.approx(750e-6)
-    assert metric(text, "watcher_batch_savings_usd_total", **nightly) == pytest.approx(750e-6)
-    assert metric(text, "watcher_batch_cost_usd_total", **chat) == 0
-    estimated = metric(text, "watcher_estimated_cost_usd_total", **nova)
-    assert estimated == metric(text, "watcher_cost_usd_total", **nova) > 0
-    assert metric(text, "watcher_estimated_cost_usd_total", **chat) == 0
+    assert sample(text, "watcher_cache_read_savings_usd_total", **chat) == pytest.approx(10_000 * 0.9e-6)
+    assert sample(text, "watcher_cache_write_premium_usd_total", **chat) == pytest.approx(1000 * 0.25e-6)
+    assert sample(text, "watcher_batch_cost_usd_total", **nightly) == pytest.approx(750e-6)
+    assert sample(text, "watcher_batch_savings_usd_total", **nightly) == pytest.approx(750e-6)
+    assert sample(text, "watcher_batch_cost_usd_total", **chat) == 0
+    estimated = sample(text, "watcher_estimated_cost_usd_total", **nova)
+    assert estimated == sample(text, "watcher_cost_usd_total", **nova) > 0
+    assert sample(text, "watcher_estimated_cost_usd_total", **chat) == 0
     monkeypatch.setenv("WATCHER_STATE_DIR", str(tmp_path))
     assert main(["report", "--since", "1d", "--by", "request_type"]) == 0
     out = capsys.readouterr().out
@@ -435,14 +407,13 @@ def test_metrics_show_each_budgets_thresholds_projection_and_period_end(start: S
     clock = Clock()  # 2026-11-25 12:00 UTC: half the day gone
     daemon = start(clock=clock)
     post(daemon, _export_body(cost=0.0025, response_id="p1", end=clock.now - timedelta(hours=1)))
-    with urllib.request.urlopen(daemon.address + "/metrics", timeout=10) as reply:
-        text = reply.read().decode()
+    text = metrics_text(daemon.address)
     name = {"budget": "extraction-daily"}
-    assert metric(text, "watcher_budget_alert_ratio", **name) == 0.8
-    assert metric(text, "watcher_budget_kill_ratio", **name) == 1.2
-    assert metric(text, "watcher_budget_projected_usd", **name) == pytest.approx(0.005)
+    assert sample(text, "watcher_budget_alert_ratio", **name) == 0.8
+    assert sample(text, "watcher_budget_kill_ratio", **name) == 1.2
+    assert sample(text, "watcher_budget_projected_usd", **name) == pytest.approx(0.005)
     assert (
-        metric(text, "watcher_budget_period_end_timestamp_seconds", **name)
+        sample(text, "watcher_budget_period_end_timestamp_seconds", **name)
         == datetime(2026, 11, 26, tzinfo=UTC).timestamp()
     )
 

@@ -7,13 +7,12 @@ import math
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +21,10 @@ from typing import Any
 import anthropic
 import pytest
 import yaml
+from _support import metrics_text, sample, wait_for
 
 import watcher
+from watcher._daemon_process import free_port
 from watcher.testing import DaemonProcess, FakeAnthropic, FakeReply
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,23 +60,6 @@ name = "all-under"
 limit_usd = 100
 period = "month"
 """
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now: free for Prometheus, and refusing an alert sent there."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
-    """Polls `condition` until it returns something truthy; a separate process sends no event to wait on."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(0.1)
-    raise TimeoutError(f"gave up after {timeout_s} s waiting for {what}")
 
 
 @dataclass
@@ -240,9 +224,7 @@ def send_malformed_span(daemon: DaemonProcess, span_id: str) -> None:
 
 
 def stored_by_daemon(daemon: DaemonProcess) -> float:
-    with urllib.request.urlopen(f"{daemon.url}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    return float(re.search(r"^watcher_spans_stored_total (\S+)$", text, re.MULTILINE)[1])  # type: ignore[index]
+    return sample(metrics_text(daemon.url), "watcher_spans_stored_total")
 
 
 def wait_for_scrape(prometheus: Prometheus, daemon: DaemonProcess) -> None:

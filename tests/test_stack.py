@@ -10,11 +10,8 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import tomllib
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ import anthropic
 import apprise
 import pytest
 import yaml
+from _support import http, wait_for
 from aiosmtpd.controller import Controller
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from pydantic import SecretStr
@@ -49,28 +47,6 @@ def _stack_config() -> str:
 
 def _compose() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())  # type: ignore[no-any-return]
-
-
-def _request(url: str, token: str | None = None, data: bytes | None = None, **headers: str) -> tuple[int, bytes]:
-    if token:
-        headers["authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data is not None else "GET")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return reply.status, reply.read()
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, error.read()
-
-
-def _wait_for(condition: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
-    """Polls `condition` until it returns something truthy; the processes involved send no event to wait on."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if found := condition():
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 class Mailbox:
@@ -170,11 +146,11 @@ def test_the_stack_config_listens_beyond_loopback_only_with_a_token(
 
 def test_the_stack_daemon_serves_its_budgets_and_metrics_only_with_the_token(daemon: DaemonProcess) -> None:
     """The stack's budgets load, and /metrics needs the bearer token: Prometheus must send it."""
-    status, body = _request(f"{daemon.url}/v1/budgets", TOKEN)
+    status, body = http(f"{daemon.url}/v1/budgets", token=TOKEN)
     assert status == 200
     assert {b["name"] for b in json.loads(body)["budgets"]} == {"extraction-hourly", "agent-daily", "total-daily"}
-    assert _request(f"{daemon.url}/metrics")[0] == 401
-    status, metrics = _request(f"{daemon.url}/metrics", TOKEN)
+    assert http(f"{daemon.url}/metrics")[0] == 401
+    status, metrics = http(f"{daemon.url}/metrics", token=TOKEN)
     assert status == 200 and b'watcher_budget_limit_usd{budget="agent-daily"} 40.0' in metrics
 
 
@@ -192,7 +168,7 @@ def test_an_application_set_up_as_documented_sends_spans_to_the_collector_and_ob
             "WATCHER_FAIL_MODE": "closed",  # polls once before the first call: no race with the first poll
         }.items():
             monkeypatch.setenv(name, value)
-        assert _request(f"{daemon.url}/v1/killswitch/extraction-hourly/engage", TOKEN, b"")[0] == 200
+        assert http(f"{daemon.url}/v1/killswitch/extraction-hourly/engage", b"", token=TOKEN)[0] == 200
         watcher.instrument()
         try:
             with anthropic.Anthropic(base_url=fake.base_url, api_key="k", open_telemetry=False) as client:
@@ -203,7 +179,7 @@ def test_an_application_set_up_as_documented_sends_spans_to_the_collector_and_ob
             assert watcher.flush()
         finally:
             watcher.uninstrument()
-            _request(f"{daemon.url}/v1/killswitch/extraction-hourly/release", TOKEN, b"")
+            http(f"{daemon.url}/v1/killswitch/extraction-hourly/release", b"", token=TOKEN)
         [span] = collector.wait_for(1)
     assert span.resource["service.name"] == "checkout-api"
     assert span.attributes["watcher.request_type"] == "summarise"
@@ -285,8 +261,8 @@ def test_the_daemon_accepts_an_export_shaped_like_the_collectors(daemon: DaemonP
     body = gzip.compress(ExportTraceServiceRequest().SerializeToString())
     url = f"{daemon.url}/v1/traces"
     kinds = {"content-type": "application/x-protobuf", "content-encoding": exporter["compression"]}
-    assert _request(url, data=body, **kinds, **headers)[0] == 200
-    assert _request(url, data=body, **kinds)[0] == 401
+    assert http(url, data=body, **kinds, **headers)[0] == 200
+    assert http(url, data=body, **kinds)[0] == 401
 
 
 # --- alerts/prometheus and deploy/prometheus.yml --------------------------------------------------
@@ -354,7 +330,7 @@ def _prometheus_command(tmp_path: Path, config: Path, port: int) -> str:
 
 
 def _firing(prometheus: str) -> dict[tuple[str, str], str]:
-    status, body = _request(f"{prometheus}/api/v1/alerts")
+    status, body = http(f"{prometheus}/api/v1/alerts")
     alerts = json.loads(body)["data"]["alerts"] if status == 200 else []
     return {(a["labels"]["alertname"], a["labels"].get("budget", "")): a["state"] for a in alerts}
 
@@ -378,9 +354,9 @@ def test_prometheus_scrapes_the_daemon_with_the_token_and_raises_budget_alerts(t
         try:
             settings = Settings(endpoint=daemon.url, token=SecretStr(TOKEN), killswitch_poll_s=0)
             run_traffic(count=4, settings=settings, seed=1, sleep=lambda _: None)
-            _wait_for(lambda: any("tiny" in m for m in mailbox.messages), "the alert email")
+            wait_for(lambda: any("tiny" in m for m in mailbox.messages), "the alert email")
             url = f"http://127.0.0.1:{port}"
-            firing = _wait_for(
+            firing = wait_for(
                 lambda: (
                     {k for k, v in _firing(url).items() if v == "firing"}
                     >= {("WatcherBudgetAlertThreshold", "tiny"), ("WatcherKillSwitchEngaged", "tiny")}

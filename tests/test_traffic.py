@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import redirect_stdout
 
 import pytest
+from _support import metrics_text
 from prometheus_client.parser import text_string_to_metric_families
 
 from watcher import Settings
@@ -31,8 +32,7 @@ def no_sleep(seconds: float) -> None:
 
 def metrics(daemon: DaemonProcess) -> dict[str, list[tuple[dict[str, str], float]]]:
     """The daemon's /metrics, as sample name to (labels, value) pairs."""
-    with urllib.request.urlopen(f"{daemon.url}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
+    text = metrics_text(daemon.url)
     found: dict[str, list[tuple[dict[str, str], float]]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

@@ -1,0 +1,51 @@
+"""Helpers several test modules share: HTTP to a local daemon, its metrics, and polling for a condition."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def http(url: str, data: bytes | None = None, token: str | None = None, **headers: str) -> tuple[int, bytes]:
+    """(status, body) of a GET, or of a POST when `data` is given; an HTTP error status is returned, not raised."""
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data is not None else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read()
+
+
+def metrics_text(base_url: str, token: str | None = None) -> str:
+    """The daemon's `/metrics` exposition; AssertionError unless it answers 200."""
+    status, body = http(f"{base_url}/metrics", token=token)
+    assert status == 200, (status, body[:200])
+    return body.decode()
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of the sample `name` with exactly `labels` in the exposition `text`; KeyError when absent."""
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return float(found.value)
+    raise KeyError(f"{name}{labels}")
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
+    """Polls `condition` until it returns something truthy and returns that: for processes that send no event
+    to wait on. AssertionError naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := condition():
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
