@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -89,6 +90,39 @@ def test_a_hook_cost_span_takes_the_fast_path_and_matches_the_general_one() -> N
     amounts = (entry.cost_nanos, entry.cache_read_savings_nanos, entry.cache_write_premium_nanos)
     assert amounts == (862_500, 900_000, 62_500)
     assert (entry.service, entry.request_type, entry.rank) == ("app", "summarize", 2)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"watcher.cost.estimated": True},
+        {"anthropic.response.service_tier": "batch"},
+        {"watcher.batch.id": "msgbatch_1", "watcher.batch.savings_usd": 0.0004},
+        {"gen_ai.response.id": None},  # keyed by trace and span id
+        {"watcher.request_type": None},  # the default request type
+        {"gen_ai.response.model": None},  # the request model
+        {"watcher.platform": "aws.bedrock", "anthropic.usage.server_tool_use.web_search_requests": 3},
+        {"gen_ai.usage.cost.amount": 0.0, "watcher.cost.input_usd": 0.0},
+    ],
+    ids=[
+        "estimated",
+        "batch-tier",
+        "batch-id",
+        "no-response-id",
+        "no-request-type",
+        "request-model",
+        "bedrock",
+        "free",
+    ],
+)
+def test_each_field_of_a_plain_cost_span_is_read_by_the_fast_path_as_the_general_one_reads_it(
+    changes: dict[str, Any],
+) -> None:
+    """Variations the hook really sends still take the fast path, and give the general path's entry."""
+    body = body_of({**COST_SPAN, **changes}, 1_795_608_000_000_001_234, {"service.name": "app"})
+    made, fast, general = both_paths(body)
+    assert [type(item) for item in made] == [Entry]
+    assert fast.entries == general.entries
 
 
 @settings(max_examples=400, deadline=None)

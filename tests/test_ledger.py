@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from watcher.exceptions import ConfigError
@@ -284,6 +284,8 @@ def test_a_version_1_ledger_is_migrated_and_keeps_its_entries(tmp_path: Path) ->
         st.integers(0, 10**6).map(lambda n: (n + 0.5) / 10**9),
     )
 )
+@example(7.5e-09)  # x 1e9 is 7.4999...: the exact half must still round (half-even) to 8
+@example(3.05e-08)  # x 1e9 is 30.5000...04: the exact half must round to 30
 def test_float_amounts_become_the_nanos_of_their_shortest_repr(usd: float) -> None:
     """The fast float-to-nanos path agrees with the exact Decimal rounding of the float's repr, halves included."""
     assert float_to_nanos(usd) == to_nanos(Decimal(repr(usd)))
@@ -294,6 +296,20 @@ SCOPES = st.builds(
     request_type=st.sampled_from([None, "chat", "ext*", "none"]),
     model=st.sampled_from([None, "claude-haiku-4-5", "claude-*-4-6"]),
 )
+
+
+def test_an_upgrade_moves_its_cost_out_of_the_old_entrys_hour_and_scope(ledger: SqliteLedger) -> None:
+    """A higher-rank entry replacing a stored one takes the old cost out of the old hour's rollup and puts the
+    new cost, under the new dimensions, in its own hour."""
+    hour = timedelta(hours=1)
+    ledger.append([entry("a", "1", rank=1, time=T0 + hour, request_type="unlabeled")])
+    assert ledger.append([entry("a", "3", rank=2, time=T0 + 5 * hour, request_type="chat")]).upgraded == 1
+    assert ledger.spend(Scope(), T0, END) == Decimal(3)
+    assert ledger.spend(Scope(), T0, T0 + 2 * hour) == 0
+    assert ledger.spend(Scope(request_type="unlabeled"), T0, END) == 0
+    assert ledger.spend(Scope(request_type="chat"), T0 + 5 * hour, T0 + 6 * hour) == Decimal(3)
+
+
 WINDOW_US = st.integers(0, 3 * 86_400_000_000)  # microseconds after T0, over three days
 entries_strategy = st.lists(
     st.tuples(
