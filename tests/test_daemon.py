@@ -90,8 +90,14 @@ def start(tmp_path: Path) -> Iterator[Start]:
 def spend_through_hook(
     daemon: Running, fake: FakeAnthropic, request_type: str, calls: int, usage: dict[str, int]
 ) -> None:
-    """Real SDK calls through the hook, exported over real OTLP/HTTP to the daemon, and flushed."""
-    watcher.instrument(watcher.Settings(endpoint=daemon.address, killswitch_poll_s=0))
+    """Real SDK calls through the hook, exported over real OTLP/HTTP to the daemon, and flushed.
+
+    The hook's spans carry the daemon's clock, so they fall in the window the daemon evaluates
+    whatever the date the test runs on.
+    """
+    clock = daemon.server.clock
+    settings = watcher.Settings(endpoint=daemon.address, killswitch_poll_s=0)
+    watcher.instrument(settings, clock_ns=lambda: int(clock().timestamp() * 1e9))
     try:
         with anthropic.Anthropic(base_url=fake.base_url, api_key="k") as client, watcher.request_type(request_type):
             for _ in range(calls):
@@ -360,16 +366,16 @@ def test_metrics_and_report_show_cache_and_batch_savings_and_estimated_spend(
     unknown model's spend is counted as estimated, each under its own labels; `watcher report` sums the savings."""
     from watcher.cli import main
 
-    clock = Clock()
-    clock.now = datetime.now(UTC)
-    daemon = start(clock=clock)
+    daemon = start()
     cached = {"input_tokens": 100, "output_tokens": 10, "cache_read_input_tokens": 10_000}
     fake_api.reply(
         FakeReply(usage={**cached, "cache_creation_input_tokens": 1000}),
         FakeReply(model="claude-nova-1", usage={"input_tokens": 1000, "output_tokens": 0}),
         FakeReply(usage={"input_tokens": 1000, "output_tokens": 100}),
     )
-    watcher.instrument(watcher.Settings(endpoint=daemon.address, killswitch_poll_s=0))
+    clock = daemon.server.clock
+    settings = watcher.Settings(endpoint=daemon.address, killswitch_poll_s=0)
+    watcher.instrument(settings, clock_ns=lambda: int(clock().timestamp() * 1e9))
     try:
         with anthropic.Anthropic(base_url=fake_api.base_url, api_key="k") as client:
             with watcher.request_type("chat"):
@@ -396,7 +402,7 @@ def test_metrics_and_report_show_cache_and_batch_savings_and_estimated_spend(
     assert estimated == sample(text, "watcher_cost_usd_total", **nova) > 0
     assert sample(text, "watcher_estimated_cost_usd_total", **chat) == 0
     monkeypatch.setenv("WATCHER_STATE_DIR", str(tmp_path))
-    assert main(["report", "--since", "1d", "--by", "request_type"]) == 0
+    assert main(["report", "--since", "2026-11-25", "--until", "2026-11-26", "--by", "request_type"]) == 0
     out = capsys.readouterr().out
     assert "caching saved 0.0088 USD net (0.0090 on cache reads, 0.0002 paid above input rates" in out, out
     assert "batching saved 0.0008 USD" in out, out
@@ -425,7 +431,6 @@ def test_status_and_report_commands_show_budgets_and_the_cost_breakdown(
     from watcher.cli import main
 
     clock = Clock()
-    clock.now = datetime.now(UTC)
     daemon = start(clock=clock)
     moment = clock.now - timedelta(minutes=5)
     post(daemon, _export_body(cost=0.0085, response_id="r1", end=moment))
@@ -433,7 +438,7 @@ def test_status_and_report_commands_show_budgets_and_the_cost_breakdown(
     monkeypatch.setenv("WATCHER_STATE_DIR", str(tmp_path))
     assert main(["status"]) == 0
     assert re.search(r"extraction-daily\s+0\.01\s+0\.01\s+85%\s+alert", capsys.readouterr().out)
-    assert main(["report", "--since", "1d", "--by", "request_type"]) == 0
+    assert main(["report", "--since", "1d", "--until", clock.now.isoformat(), "--by", "request_type"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^extraction\s+0\.0085\s+1\s", out, re.MULTILINE), out
 

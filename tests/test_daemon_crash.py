@@ -48,6 +48,10 @@ def test_a_daemon_that_does_not_stop_on_sigterm_is_killed_not_leaked() -> None:
     daemon = DaemonProcess("").start()
     assert daemon.process is not None
     os.kill(daemon.pid, signal.SIGSTOP)  # a stopped process cannot act on SIGTERM
+    # Wait until it has really stopped: a SIGTERM sent before the kernel acts on SIGSTOP is taken
+    # first (lower signal numbers are delivered first), and the daemon would then exit on it.
+    _, status = os.waitpid(daemon.pid, os.WUNTRACED)
+    assert os.WIFSTOPPED(status)
     with pytest.raises(subprocess.TimeoutExpired):
         daemon.stop(timeout=0.5)
     assert daemon.process.poll() is not None

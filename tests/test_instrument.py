@@ -474,7 +474,7 @@ def test_a_stream_ended_from_several_threads_at_once_is_recorded_once() -> None:
         def record(self, *args: object, **kwargs: object) -> None:
             recorded.append(args)
 
-    tally = StreamTally(Recorder(), CallInfo("claude-haiku-4-5", "t", "anthropic"))  # type: ignore[arg-type]
+    tally = StreamTally(Recorder(), CallInfo("claude-haiku-4-5", "t", "anthropic", 0))  # type: ignore[arg-type]
     barrier = threading.Barrier(8)
 
     def end(outcome: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import atexit
 import threading
+import time
+from collections.abc import Callable
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import TracerProvider
@@ -28,13 +30,15 @@ def instrument(
     *,
     tracer_provider: TracerProvider | None = None,
     price_table: PriceTable | None = None,
+    clock_ns: Callable[[], int] = time.time_ns,
 ) -> None:
     """Makes every Anthropic client built from now on emit a cost span per billed response.
 
     Idempotent: a second call while instrumented does nothing (call `uninstrument()` first to
     change settings). `settings` defaults to `Settings()` (environment, `.env`, `watcher.toml`);
     `tracer_provider` overrides the choice of pipeline (see docs/spans.md); `price_table`
-    defaults to the shipped one plus `WATCHER_PRICES_FILE`. Raises ConfigError for a bad price
+    defaults to the shipped one plus `WATCHER_PRICES_FILE`; `clock_ns` gives the spans' times
+    (wall-clock nanoseconds; tests inject one so spans agree with a daemon's clock). Raises ConfigError for a bad price
     file, here and never later on a call. Clients built before this call are not instrumented.
     """
     with _lock:
@@ -43,7 +47,7 @@ def instrument(
         settings = settings if settings is not None else Settings()
         prices = price_table if price_table is not None else load_price_table(settings.prices_file)
         tracer = TracerChoice(settings, tracer_provider)
-        recorder = Recorder(tracer, prices, settings.default_request_type, settings.capture_content)
+        recorder = Recorder(tracer, prices, settings.default_request_type, settings.capture_content, clock_ns)
         poller = _poller(settings)
         set_hook(Hook(recorder, poller.board.check if poller else None))
         patch_clients()

@@ -91,7 +91,7 @@ def _report(args: argparse.Namespace) -> int:
     from .reporting import parse_since, render_report
     from .settings import Settings
 
-    until = datetime.now(UTC)
+    until = parse_since(args.until, datetime.now(UTC)) if args.until else datetime.now(UTC)
     since = parse_since(args.since, until)
     ledger = open_ledger(Settings().ledger_url())
     try:
@@ -176,6 +176,7 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(run=_status)
     report = commands.add_parser("report", help="cost breakdown from the ledger")
     report.add_argument("--since", default="7d", help="how far back: 24h, 7d, 30d, or an ISO date (default 7d)")
+    report.add_argument("--until", default=None, help="end of the report: an ISO date/time (default now)")
     report.add_argument("--by", default="request_type", choices=["request_type", "model", "service", "environment"])
     report.set_defaults(run=_report)
     kill = commands.add_parser("killswitch", help="show, engage or release kill switches on the daemon")

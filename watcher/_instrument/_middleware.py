@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -76,6 +75,7 @@ class Hook:
             request_model=model if isinstance(model, str) else None,
             request_type=current_request_type() or self.recorder.default_request_type,
             platform=platform,
+            start_ns=self.recorder.clock_ns(),
             stream=bool(request.stream and route == MESSAGE),
         )
         if route == MESSAGE:
@@ -174,7 +174,7 @@ class Hook:
         if field_of(result, "type") != "succeeded":
             return
         message = field_of(result, "message")
-        self._record_message(dataclasses.replace(call, start_ns=time.time_ns()), message)
+        self._record_message(dataclasses.replace(call, start_ns=self.recorder.clock_ns()), message)
 
 
 def _unparsed_body(response: Any, call: CallInfo, error: Exception) -> Any:

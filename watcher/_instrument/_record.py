@@ -64,8 +64,8 @@ class CallInfo:
     request_model: str | None
     request_type: str
     platform: str
+    start_ns: int
     stream: bool = False
-    start_ns: int = field(default_factory=time.time_ns)
     parent: otel_context.Context = field(default_factory=otel_context.get_current)
     batch_id: str | None = None
     content: Attributes | None = None
@@ -111,8 +111,10 @@ class Recorder:
         prices: PriceTable,
         default_request_type: str,
         capture_content: bool,
+        clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.tracer = tracer
+        self.clock_ns = clock_ns
         self.prices = prices
         self.default_request_type = default_request_type
         self.capture_content = capture_content
@@ -135,7 +137,7 @@ class Recorder:
         error: bool = False,
     ) -> None:
         """Queues the cost span of `usage_obj` (an SDK Usage or its JSON) for `call`, ended now."""
-        self.pending.put((call, usage_obj, response_id, response_model, extra, error, time.time_ns()))
+        self.pending.put((call, usage_obj, response_id, response_model, extra, error, self.clock_ns()))
 
     def _process(self, item: tuple[Any, ...]) -> None:
         try:
