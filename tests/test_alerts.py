@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from watcher.daemon._alerts import AppriseNotifier, Dispatcher, redact
-from watcher.daemon._state import BudgetEvent, StateStore
+from watcher.daemon import AppriseNotifier, BudgetEvent, Dispatcher, StateStore, redact
 
 
 class Webhook:

@@ -7,8 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from watcher.budgets import parse_budgets
-from watcher.daemon._books import Books
-from watcher.daemon._state import BudgetEvent, StateStore
+from watcher.daemon import Books, BudgetEvent, StateStore
 from watcher.ledger import Entry, open_ledger
 
 BERLIN_DAILY = """

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import watcher
 from watcher.budgets import parse_budgets
-from watcher.daemon._serve import Running, build
+from watcher.daemon import Running, build
 from watcher.exceptions import ConfigError
 from watcher.ledger import Scope
 from watcher.testing import FakeAnthropic, FakeReply
@@ -250,7 +250,7 @@ def test_the_kill_switch_at_120_percent_stops_the_app_until_the_period_rolls_ove
     assert switch["resets_at"] == "2026-11-26T00:00:00Z"
     watcher.instrument(watcher.Settings(endpoint=daemon.address, killswitch_poll_s=60))
     try:
-        from watcher._hook import _installed
+        from watcher._instrument._hook import _installed
 
         poller = _installed[-1][2]
         assert poller is not None

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from watcher.daemon._decode import DecodeError, SpanRecord, decode_request
+from watcher.daemon import DecodeError, SpanRecord, decode_request
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"

@@ -17,9 +17,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from watcher.daemon._decode import DecodeError, SpanRecord, decode_request
-from watcher.daemon._normalize import normalize
-from watcher.daemon._otlp import RESOURCE_KEYS, SPAN_KEYS
+from watcher.daemon import RESOURCE_KEYS, SPAN_KEYS, DecodeError, SpanRecord, decode_request, normalize
 from watcher.pricing import default_price_table
 
 PRICES = default_price_table()

@@ -14,8 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from watcher.daemon import _otlp as names
-from watcher.daemon._decode import decode_request
-from watcher.daemon._normalize import normalize
+from watcher.daemon import decode_request, normalize
 from watcher.ledger import Entry
 from watcher.pricing import default_price_table
 

@@ -78,7 +78,7 @@ def poller(daemon: FakeDaemon) -> Iterator[KillSwitchPoller]:
     watcher.instrument(
         watcher.Settings(endpoint=daemon.endpoint, killswitch_poll_s=60), tracer_provider=SpanCapture().provider
     )
-    from watcher._hook import _installed
+    from watcher._instrument._hook import _installed
 
     active = _installed[-1][2]
     assert active is not None

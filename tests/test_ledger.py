@@ -17,8 +17,17 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from watcher.exceptions import ConfigError
-from watcher.ledger import DIMENSIONS, SCHEMA_VERSION, AppendResult, Entry, Scope, SqliteLedger, open_ledger
-from watcher.ledger._entry import float_to_nanos, to_nanos
+from watcher.ledger import (
+    DIMENSIONS,
+    SCHEMA_VERSION,
+    AppendResult,
+    Entry,
+    Scope,
+    SqliteLedger,
+    float_to_nanos,
+    open_ledger,
+    to_nanos,
+)
 
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
 END = T0 + timedelta(days=1)

@@ -10,8 +10,7 @@ import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 import watcher
-from watcher.daemon._decode import SpanRecord, decode_request
-from watcher.daemon._normalize import MAX_REASONS, normalize
+from watcher.daemon import MAX_REASONS, SpanRecord, decode_request, normalize
 from watcher.ledger import Entry
 from watcher.pricing import TokenUsage, default_price_table
 from watcher.testing import FakeAnthropic, FakeReply, SpanCapture

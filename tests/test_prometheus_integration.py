@@ -24,7 +24,7 @@ import yaml
 from _support import metrics_text, sample, wait_for
 
 import watcher
-from watcher._daemon_process import free_port
+from watcher._fake._daemon_process import free_port
 from watcher.testing import DaemonProcess, FakeAnthropic, FakeReply
 
 ROOT = Path(__file__).resolve().parents[1]

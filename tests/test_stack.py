@@ -27,10 +27,9 @@ from pydantic import SecretStr
 
 import watcher
 from watcher import Settings
-from watcher._daemon_process import free_port
-from watcher._traffic import run_traffic
-from watcher.daemon._alerts import AppriseNotifier
-from watcher.daemon._serve import build
+from watcher._demo import run_traffic
+from watcher._fake._daemon_process import free_port
+from watcher.daemon import AppriseNotifier, build
 from watcher.exceptions import ConfigError
 from watcher.testing import DaemonProcess, FakeAnthropic, OTLPReceiver
 

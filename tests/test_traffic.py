@@ -13,7 +13,7 @@ from _support import metrics_text
 from prometheus_client.parser import text_string_to_metric_families
 
 from watcher import Settings
-from watcher._traffic import ROTATION, run_traffic
+from watcher._demo import ROTATION, run_traffic
 from watcher.cli import main
 from watcher.testing import DaemonProcess, OTLPReceiver
 

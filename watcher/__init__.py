@@ -1,7 +1,7 @@
 """watcher: spend observability and budget enforcement for applications that call the Claude API."""
 
-from ._context import request_type
-from ._hook import flush, instrument, uninstrument
+from ._instrument._context import request_type
+from ._instrument._hook import flush, instrument, uninstrument
 from ._version import __version__
 from .exceptions import BudgetExceeded, ConfigError, PricingError, WatcherError
 from .settings import Settings

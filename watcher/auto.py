@@ -1,6 +1,6 @@
 """`import watcher.auto` instruments every Anthropic client in the process, with settings from the environment."""
 
-from ._hook import instrument
+from ._instrument._hook import instrument
 from .settings import Settings
 
 _settings = Settings()

@@ -41,7 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from .daemon._serve import serve
+    from .daemon import serve
     from .settings import CONFIG_FILE_ENV, Settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -147,7 +147,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _traffic(args: argparse.Namespace) -> int:
     import logging
 
-    from ._traffic import run_traffic
+    from ._demo import run_traffic
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("watcher.traffic").setLevel(logging.INFO)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from .ledger._store import BreakdownRow
+from .ledger import BreakdownRow
 
 __all__ = ["parse_since", "render_report"]
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from anthropic import APIRequest, Middleware
 
-from .._context import current_request_type
 from ..exceptions import BudgetExceeded
+from ._context import current_request_type
 from ._record import CallInfo, Recorder, field_of, warn_once
 from ._streams import StreamTally, attach_body_watch, observe, observe_async
 

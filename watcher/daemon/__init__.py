@@ -1,1 +1,36 @@
-"""The watcher daemon: receives OTLP trace exports and keeps the ledger of billed responses."""
+"""The watcher daemon: receives OTLP exports, keeps the ledger and the budgets, alerts, serves kill switches."""
+
+from watcher.daemon._alerts import AppriseNotifier, Dispatcher, LogNotifier, Notifier, redact
+from watcher.daemon._books import Books, BudgetView
+from watcher.daemon._core import Daemon, IngestResult
+from watcher.daemon._decode import DecodeError, decode_request
+from watcher.daemon._normalize import MAX_REASONS, Normalized, normalize
+from watcher.daemon._otlp import RESOURCE_KEYS, SPAN_KEYS, SpanRecord
+from watcher.daemon._serve import Running, build, parse_listen, serve
+from watcher.daemon._state import BudgetEvent, StateStore
+
+__all__ = [
+    "MAX_REASONS",
+    "RESOURCE_KEYS",
+    "SPAN_KEYS",
+    "AppriseNotifier",
+    "Books",
+    "BudgetEvent",
+    "BudgetView",
+    "Daemon",
+    "DecodeError",
+    "Dispatcher",
+    "IngestResult",
+    "LogNotifier",
+    "Normalized",
+    "Notifier",
+    "Running",
+    "SpanRecord",
+    "StateStore",
+    "build",
+    "decode_request",
+    "normalize",
+    "parse_listen",
+    "redact",
+    "serve",
+]

@@ -11,8 +11,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from watcher.budgets import Budget, BudgetState, Window, period_window
-from watcher.ledger import Entry, Scope
-from watcher.ledger._entry import from_nanos, to_micros
+from watcher.ledger import Entry, Scope, from_nanos, to_micros
 
 from ._state import BudgetEvent, StateStore
 

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from watcher.ledger import Entry, Scope
-from watcher.ledger._store import Ledger
+from watcher.ledger import Entry, Ledger, Scope
 from watcher.pricing import PriceTable
 
 from ._books import Books, BudgetView
 from ._decode import SpanRecord
-from ._metrics import SpendCounters
+from ._metrics import Counters, SpendCounters
 from ._normalize import normalize
 
-__all__ = ["Counters", "Daemon", "IngestResult"]
+__all__ = ["Daemon", "IngestResult"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,18 +26,6 @@ class IngestResult:
     duplicates: int
     rejected: int
     message: str = ""
-
-
-@dataclass
-class Counters:
-    """Ingestion totals since start, for the metrics."""
-
-    received: int = 0
-    stored: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    ignored: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 def _scope_json(scope: Scope) -> dict[str, str | None]:

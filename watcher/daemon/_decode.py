@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from watcher.daemon._fast import watcher_entry
 from watcher.daemon._normalize import resource_place
-from watcher.daemon._otlp import BOOL_KEYS, DOUBLE_KEYS, INT_KEYS, RESOURCE_KEYS, SPAN_KEYS, TrimmedRequest
+from watcher.daemon._otlp import (
+    BOOL_KEYS,
+    DOUBLE_KEYS,
+    INT_KEYS,
+    RESOURCE_KEYS,
+    SPAN_KEYS,
+    SpanRecord,
+    TrimmedRequest,
+)
 from watcher.exceptions import WatcherError
 from watcher.ledger import Entry
 
@@ -40,23 +47,6 @@ _SPECIAL_DOUBLES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.in
 
 class DecodeError(WatcherError):
     """The request body is not a valid OTLP trace export in the declared format; the server answers 400."""
-
-
-@dataclass(slots=True)
-class SpanRecord:
-    """One exported span, reduced to what normalisation reads.
-
-    `trace_id` and `span_id` are lower-case hex. `attributes` holds only the keys in
-    `SPAN_KEYS` and `resource` only those in `RESOURCE_KEYS`, each value a str, bool, int, float,
-    list of those, or None; spans of one resource share one `resource` dict, which is never mutated.
-    """
-
-    trace_id: str
-    span_id: str
-    name: str
-    end_time_ns: int
-    attributes: dict[str, object]
-    resource: dict[str, object]
 
 
 def decode_request(

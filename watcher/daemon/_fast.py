@@ -15,8 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from watcher.daemon import _otlp as names
-from watcher.ledger import Entry
-from watcher.ledger._entry import MAX_MICROS, MAX_USD, float_to_nanos
+from watcher.ledger import MAX_MICROS, MAX_USD, Entry, float_to_nanos
 
 __all__ = ["watcher_entry"]
 

@@ -4,25 +4,36 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, SupportsFloat
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from watcher.ledger import Entry
-from watcher.ledger._entry import NANOS_PER_USD
+from watcher.ledger import NANOS_PER_USD, Entry
 
 if TYPE_CHECKING:
     from ._alerts import Dispatcher
     from ._books import Books
-    from ._core import Counters
 
-__all__ = ["SpendCounters", "WatcherCollector", "render"]
+__all__ = ["Counters", "SpendCounters", "WatcherCollector", "render"]
 
 OTHER = "other"
 _TOKEN_TYPES = ("input", "output", "cache_read", "cache_write")
 Labels = tuple[str, str, str]
+
+
+@dataclass
+class Counters:
+    """Ingestion totals since start, for the metrics."""
+
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    ignored: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 # The per-label sums SpendCounters keeps, in order: nano-dollar amounts, then counts.

@@ -5,15 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from watcher.daemon import _otlp as names
-from watcher.ledger import Entry
-from watcher.ledger._entry import MAX_MICROS, MAX_USD, NANOS_PER_USD, float_to_nanos, from_micros, to_nanos
+from watcher.daemon._otlp import SpanRecord
+from watcher.ledger import MAX_MICROS, MAX_USD, NANOS_PER_USD, Entry, float_to_nanos, from_micros, to_nanos
 from watcher.pricing import PriceTable, TokenUsage
-
-if TYPE_CHECKING:
-    from watcher.daemon._decode import SpanRecord
 
 __all__ = ["MAX_REASONS", "Normalized", "normalize", "resource_place"]
 

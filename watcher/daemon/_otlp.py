@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor_pb2 import FieldDescriptorProto
 from google.protobuf.message import Message
@@ -47,6 +49,7 @@ __all__ = [
     "WEB_SEARCHES",
     "WRITE_1H",
     "WRITE_5M",
+    "SpanRecord",
 ]
 
 PROVIDER = "gen_ai.provider.name"
@@ -195,3 +198,20 @@ def _trimmed_request() -> type[Message]:
 
 TrimmedRequest = _trimmed_request()
 """Parses OTLP protobuf ExportTraceServiceRequest bytes, keeping only what the daemon reads."""
+
+
+@dataclass(slots=True)
+class SpanRecord:
+    """One exported span, reduced to what normalisation reads.
+
+    `trace_id` and `span_id` are lower-case hex. `attributes` holds only the keys in
+    `SPAN_KEYS` and `resource` only those in `RESOURCE_KEYS`, each value a str, bool, int, float,
+    list of those, or None; spans of one resource share one `resource` dict, which is never mutated.
+    """
+
+    trace_id: str
+    span_id: str
+    name: str
+    end_time_ns: int
+    attributes: dict[str, object]
+    resource: dict[str, object]

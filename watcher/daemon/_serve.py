@@ -14,8 +14,7 @@ from typing import Any
 
 from watcher.budgets import Budget, load_budgets
 from watcher.exceptions import ConfigError
-from watcher.ledger import open_ledger
-from watcher.ledger._store import Ledger
+from watcher.ledger import Ledger, open_ledger
 from watcher.pricing import load_price_table
 from watcher.settings import Settings
 

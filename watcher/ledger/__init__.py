@@ -1,12 +1,26 @@
-"""The durable ledger of billed responses."""
+"""The durable ledger of billed responses: entries, the Ledger verbs, and the units amounts are kept in."""
 
-from watcher.ledger._entry import Entry, Scope
+from watcher.ledger._entry import (
+    MAX_MICROS,
+    MAX_USD,
+    NANOS_PER_USD,
+    Entry,
+    Scope,
+    float_to_nanos,
+    from_micros,
+    from_nanos,
+    to_micros,
+    to_nanos,
+)
 from watcher.ledger._open import open_ledger
 from watcher.ledger._sqlite import SCHEMA_VERSION, SqliteLedger
 from watcher.ledger._store import DIMENSIONS, AppendResult, BreakdownRow, Ledger
 
 __all__ = [
     "DIMENSIONS",
+    "MAX_MICROS",
+    "MAX_USD",
+    "NANOS_PER_USD",
     "SCHEMA_VERSION",
     "AppendResult",
     "BreakdownRow",
@@ -14,5 +28,10 @@ __all__ = [
     "Ledger",
     "Scope",
     "SqliteLedger",
+    "float_to_nanos",
+    "from_micros",
+    "from_nanos",
     "open_ledger",
+    "to_micros",
+    "to_nanos",
 ]

@@ -10,14 +10,14 @@ from collections.abc import Callable
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import TracerProvider
 
-from ._instrument._killswitch import KillSwitchPoller
-from ._instrument._middleware import Hook, set_hook
-from ._instrument._patch import patch_clients, unpatch_clients
-from ._instrument._record import Recorder
-from ._instrument._streams import finish_live_streams
-from ._instrument._tracer import TracerChoice
-from .pricing import PriceTable, load_price_table
-from .settings import Settings
+from ..pricing import PriceTable, load_price_table
+from ..settings import Settings
+from ._killswitch import KillSwitchPoller
+from ._middleware import Hook, set_hook
+from ._patch import patch_clients, unpatch_clients
+from ._record import Recorder
+from ._streams import finish_live_streams
+from ._tracer import TracerChoice
 
 __all__ = ["flush", "instrument", "uninstrument"]
 

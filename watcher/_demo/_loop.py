@@ -36,11 +36,11 @@ def run_loop(out: IO[str]) -> int:
     """Starts a daemon on a free loopback port, drives 'extraction' traffic past 80% and 120%, shows refusals."""
     import anthropic
 
-    from . import BudgetExceeded, Settings, instrument, request_type, uninstrument
-    from ._hook import _installed, flush
-    from .budgets import parse_budgets
-    from .daemon._serve import build
-    from .testing import FakeAnthropic, FakeReply
+    from .. import BudgetExceeded, Settings, instrument, request_type, uninstrument
+    from .._instrument._hook import _installed, flush
+    from ..budgets import parse_budgets
+    from ..daemon import build
+    from ..testing import FakeAnthropic, FakeReply
 
     state = Path(tempfile.mkdtemp(prefix="watcher-demo-"))
     running = build(

@@ -13,8 +13,8 @@ from typing import Any
 
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from ..settings import Settings
 from ._service_providers import ServiceProviders
-from .settings import Settings
 
 __all__ = ["ROTATION", "Call", "TrafficStats", "run_traffic"]
 
@@ -115,7 +115,7 @@ def _scaled(usage: Mapping[str, Any], factor: float) -> dict[str, Any]:
 
 def _make(client: Any, fake: Any, call: Call, usage: dict[str, Any]) -> None:
     """Makes one call through the real SDK, with the fake API answering `usage`."""
-    from .testing import FakeReply
+    from ..testing import FakeReply
 
     if call.kind == "batch":
         fake.reply(*(FakeReply(usage=usage) for _ in range(BATCH_SIZE)))
@@ -157,8 +157,8 @@ def run_traffic(
         raise ValueError(f"rate must be above 0 calls a second, got {rate}")
     import anthropic
 
-    from . import BudgetExceeded, flush, instrument, request_type, uninstrument
-    from .testing import FakeAnthropic
+    from .. import BudgetExceeded, flush, instrument, request_type, uninstrument
+    from ..testing import FakeAnthropic
 
     settings = settings if settings is not None else Settings()
     services = list(dict.fromkeys(call.service for call in rotation))

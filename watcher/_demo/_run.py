@@ -10,7 +10,7 @@ from typing import IO, Any
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
-from ._capture import COST
+from .._fake._capture import COST
 
 __all__ = ["run_demo"]
 
@@ -62,7 +62,7 @@ class _Keep(SpanExporter):
 
 
 def _drive(client: Any, fake: Any, kind: str, model: str, usage: dict[str, Any]) -> None:
-    from .testing import FakeReply
+    from ..testing import FakeReply
 
     if kind == "batch":
         fake.reply(*(FakeReply(usage=usage) for _ in range(4)))
@@ -127,8 +127,8 @@ def run_demo(out: IO[str]) -> int:
     """Drives several request types through the real SDK and the hook, then prints cost by type and model."""
     import anthropic
 
-    from . import instrument, request_type, uninstrument
-    from .testing import FakeAnthropic
+    from .. import instrument, request_type, uninstrument
+    from ..testing import FakeAnthropic
 
     os.environ.setdefault("ANTHROPIC_OPEN_TELEMETRY", "false")
     keep = _Keep()
@@ -146,6 +146,6 @@ def run_demo(out: IO[str]) -> int:
     spans = [span for span in keep.spans if span.attributes and COST in span.attributes]
     print(f"{len(spans)} cost spans recorded\n", file=out)
     _table(spans, out)
-    from ._demo_loop import run_loop
+    from ._loop import run_loop
 
     return run_loop(out)

@@ -33,7 +33,7 @@ class SpanCapture:
 
     def spans(self) -> list[ReadableSpan]:
         """Every finished span, oldest first, after recording the spans watcher still has queued."""
-        from ._hook import flush
+        from .._instrument._hook import flush
 
         flush()
         return list(self.exporter.get_finished_spans())
