@@ -13,6 +13,7 @@ import anthropic
 import pytest
 
 import watcher
+from watcher._client import DaemonClient
 from watcher._instrument._killswitch import KillSwitchPoller, parse_rules
 from watcher.testing import FakeAnthropic, SpanCapture
 
@@ -148,7 +149,7 @@ def test_an_unreachable_daemon_fails_open_and_is_logged_once(
 ) -> None:
     """By default, calls go ahead when the daemon cannot be reached, with one warning per outage."""
     caplog.set_level(logging.WARNING, logger="watcher")
-    poller = KillSwitchPoller("http://127.0.0.1:9", interval_s=3600, service="s", environment="e")
+    poller = KillSwitchPoller(DaemonClient("http://127.0.0.1:9"), interval_s=3600, service="s", environment="e")
     poller.refresh()
     poller.refresh()
     poller.board.check("extraction", "claude-haiku-4-5")
@@ -159,14 +160,15 @@ def test_fail_closed_refuses_calls_until_the_daemon_answers(daemon: FakeDaemon) 
     """With WATCHER_FAIL_MODE=closed, an unreachable daemon refuses calls; a later answer lifts it."""
     fetches: list[bool] = [False]
 
-    def fetch(url: str, timeout: float, headers: dict[str, str]) -> bytes:
-        if not fetches[-1]:
-            raise ConnectionRefusedError("daemon down")
-        return engaged()
+    class Flaky:
+        endpoint = daemon.endpoint
 
-    poller = KillSwitchPoller(
-        daemon.endpoint, interval_s=3600, service="s", environment="e", fail_closed=True, fetch=fetch
-    )
+        def get(self, path: str, timeout_s: float | None = None) -> bytes:
+            if not fetches[-1]:
+                raise ConnectionRefusedError("daemon down")
+            return engaged()
+
+    poller = KillSwitchPoller(Flaky(), interval_s=3600, service="s", environment="e", fail_closed=True)
     poller.refresh()
     with pytest.raises(watcher.BudgetExceeded, match="unreachable"):
         poller.board.check("x", "claude-haiku-4-5")
@@ -180,13 +182,16 @@ def test_the_poller_refreshes_on_its_own_thread(daemon: FakeDaemon) -> None:
     polled = threading.Event()
     seen: list[str] = []
 
-    def fetch(url: str, timeout: float, headers: dict[str, str]) -> bytes:
-        seen.append(threading.current_thread().name)
-        if len(seen) >= 2:
-            polled.set()
-        return engaged(rule())
+    class Watched:
+        endpoint = daemon.endpoint
 
-    poller = KillSwitchPoller(daemon.endpoint, interval_s=0.01, service="s", environment="e", fetch=fetch).start()
+        def get(self, path: str, timeout_s: float | None = None) -> bytes:
+            seen.append(threading.current_thread().name)
+            if len(seen) >= 2:
+                polled.set()
+            return engaged(rule())
+
+    poller = KillSwitchPoller(Watched(), interval_s=0.01, service="s", environment="e").start()
     try:
         assert polled.wait(5)
     finally:

@@ -33,6 +33,21 @@ def test_environment_variables_override_the_toml_file(tmp_path: Path, monkeypatc
     assert settings.endpoint == "http://127.0.0.1:9999"
 
 
+def test_a_config_file_given_directly_is_read_without_touching_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Settings.from_file` reads the file it is given over WATCHER_CONFIG, and leaves the environment as it was."""
+    named, given = tmp_path / "named.toml", tmp_path / "given.toml"
+    named.write_text('default_request_type = "from-env-file"\n')
+    given.write_text('default_request_type = "from-given-file"\n')
+    monkeypatch.setenv("WATCHER_CONFIG", str(named))
+    settings = Settings.from_file(given, listen="127.0.0.1:1")
+    assert (settings.default_request_type, settings.listen) == ("from-given-file", "127.0.0.1:1")
+    assert type(settings).config_file() == given and isinstance(settings, Settings)
+    assert os.environ["WATCHER_CONFIG"] == str(named)
+    assert Settings().default_request_type == "from-env-file"
+
+
 def test_a_bad_endpoint_is_rejected_with_the_fix_in_the_message() -> None:
     """An endpoint without a scheme fails when settings are built, and says what to write instead."""
     with pytest.raises(ValidationError, match="must start with http"):

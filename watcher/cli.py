@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ._client import DaemonClient, DaemonRefused
 from ._version import __version__
 
 __all__ = ["main"]
@@ -38,39 +39,31 @@ def _price(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     import logging
-    import os
     from pathlib import Path
 
     from .daemon import serve
-    from .settings import CONFIG_FILE_ENV, Settings
+    from .settings import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.config:
-        os.environ[CONFIG_FILE_ENV] = args.config
     overrides = {"listen": args.listen} if args.listen else {}
-    config = Path(os.environ.get(CONFIG_FILE_ENV, "watcher.toml"))
-    return serve(Settings(**overrides), config)
+    settings = Settings.from_file(Path(args.config), **overrides) if args.config else Settings(**overrides)
+    return serve(settings, type(settings).config_file())
 
 
-def _daemon_get(path: str) -> object:
-    """GET a JSON document from the configured daemon; raises OSError with a readable message."""
-    import json
-    import urllib.request
-
+def _client() -> DaemonClient:
+    """A client for the daemon the settings name (WATCHER_ENDPOINT, WATCHER_TOKEN)."""
     from .settings import Settings
 
     settings = Settings()
-    headers = {"authorization": f"Bearer {settings.token.get_secret_value()}"} if settings.token else {}
-    request = urllib.request.Request(f"{settings.endpoint}{path}", headers=headers)
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
+    return DaemonClient(settings.endpoint, settings.token.get_secret_value() if settings.token else None)
 
 
 def _status(args: argparse.Namespace) -> int:
+    client = _client()
     try:
-        document = _daemon_get("/v1/budgets")
-    except OSError as error:
-        print(f"cannot reach the daemon: {error}", file=sys.stderr)
+        document = client.get_json("/v1/budgets")
+    except (OSError, ValueError) as error:
+        print(f"cannot read budgets from the daemon at {client.endpoint}: {error}", file=sys.stderr)
         return 1
     budgets = document.get("budgets", []) if isinstance(document, dict) else []
     if not budgets:
@@ -102,30 +95,20 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _killswitch(args: argparse.Namespace) -> int:
-    import json
-    import urllib.error
-    import urllib.request
-
-    from .settings import Settings
-
-    settings = Settings()
-    headers = {"authorization": f"Bearer {settings.token.get_secret_value()}"} if settings.token else {}
-    if args.action == "status":
-        request = urllib.request.Request(f"{settings.endpoint}/v1/killswitch", headers=headers)
-    else:
-        if not args.name:
-            print(f"watcher killswitch {args.action} needs a budget name", file=sys.stderr)
-            return 2
-        url = f"{settings.endpoint}/v1/killswitch/{args.name}/{args.action}"
-        request = urllib.request.Request(url, data=b"", headers=headers, method="POST")
+    client = _client()
+    if args.action != "status" and not args.name:
+        print(f"watcher killswitch {args.action} needs a budget name", file=sys.stderr)
+        return 2
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            document = json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        print(f"the daemon refused: {error.code} {error.read().decode(errors='replace')}", file=sys.stderr)
+        if args.action == "status":
+            document = client.get_json("/v1/killswitch")
+        else:
+            document = client.post_json(f"/v1/killswitch/{args.name}/{args.action}")
+    except DaemonRefused as error:
+        print(f"the daemon at {client.endpoint} refused: {error}", file=sys.stderr)
         return 1
-    except OSError as error:
-        print(f"cannot reach the daemon at {settings.endpoint}: {error}", file=sys.stderr)
+    except (OSError, ValueError) as error:
+        print(f"cannot reach the daemon at {client.endpoint}: {error}", file=sys.stderr)
         return 1
     if args.action == "status":
         engaged = document.get("engaged", [])

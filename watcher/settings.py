@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -138,7 +138,24 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Init, then environment, then `.env`, then the TOML config file."""
-        toml_file = Path(os.environ.get(CONFIG_FILE_ENV, "watcher.toml"))
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=toml_file)
+        """Init, then environment, then `.env`, then the TOML config file (`config_file()`)."""
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=cls.config_file())
         return init_settings, env_settings, dotenv_settings, toml
+
+    @classmethod
+    def config_file(cls) -> Path:
+        """The TOML file these settings read: the one given to `from_file`, else WATCHER_CONFIG, else `watcher.toml`."""
+        given = cls.model_config.get("toml_file")
+        return Path(given) if isinstance(given, str | Path) else Path(os.environ.get(CONFIG_FILE_ENV, "watcher.toml"))
+
+    @classmethod
+    def from_file(cls, config_file: Path, **values: Any) -> Settings:
+        """Settings whose TOML source is `config_file`, whatever WATCHER_CONFIG says; `values` win over every source.
+
+        The path goes to the TOML source through the model's config (pydantic-settings' `toml_file`),
+        never through the process environment, so it cannot leak into a child process or a second
+        Settings built later.
+        """
+        bound = type(cls.__name__, (cls,), {"model_config": {**cls.model_config, "toml_file": config_file}})
+        settings: Settings = bound(**values)
+        return settings

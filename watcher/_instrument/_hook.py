@@ -10,6 +10,7 @@ from collections.abc import Callable
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import TracerProvider
 
+from .._client import DaemonClient
 from ..pricing import PriceTable, load_price_table
 from ..settings import Settings
 from ._killswitch import KillSwitchPoller
@@ -93,13 +94,13 @@ def _poller(settings: Settings) -> KillSwitchPoller | None:
         return None
     resource = Resource.create().attributes
     environment = resource.get("deployment.environment.name") or resource.get("deployment.environment")
+    token = settings.token.get_secret_value() if settings.token else None
     return KillSwitchPoller(
-        settings.endpoint,
+        DaemonClient(settings.endpoint, token),
         interval_s=settings.killswitch_poll_s,
         service=str(resource.get("service.name", "unknown_service")),
         environment=str(environment or "default"),
         fail_closed=settings.fail_mode == "closed",
-        token=settings.token.get_secret_value() if settings.token else None,
     ).start()
 
 

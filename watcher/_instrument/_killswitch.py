@@ -7,19 +7,26 @@ import json
 import logging
 import re
 import threading
-import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from ..exceptions import BudgetExceeded
 
-__all__ = ["Board", "KillSwitchPoller", "Rule", "parse_rules"]
+__all__ = ["Board", "Fetcher", "KillSwitchPoller", "Rule", "parse_rules"]
 
 log = logging.getLogger("watcher")
 FORMAT_VERSION = 1
 UNREACHABLE = "watcher-daemon-unreachable"
-Fetch = Callable[[str, float, dict[str, str]], bytes]
+PATH = "/v1/killswitch"
+
+
+class Fetcher(Protocol):
+    """Reads one path from the daemon (a `watcher._client.DaemonClient`); raises OSError on failure."""
+
+    endpoint: str
+
+    def get(self, path: str, timeout_s: float | None = None) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,15 +106,8 @@ class Board:
                 raise rule.refusal()
 
 
-def _http_get(url: str, timeout_s: float, headers: dict[str, str]) -> bytes:
-    request = urllib.request.Request(url, headers=headers)
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
-        body: bytes = response.read()
-        return body
-
-
 class KillSwitchPoller:
-    """Polls `{endpoint}/v1/killswitch` every `interval_s` on a daemon thread and updates `board`.
+    """Polls the daemon's `/v1/killswitch` through `client` every `interval_s` on a daemon thread and updates `board`.
 
     Never on the call path. An unreachable daemon is logged once per outage; the board then
     fails open, or closed with `fail_closed` (calls refused until the daemon answers). With
@@ -116,21 +116,18 @@ class KillSwitchPoller:
 
     def __init__(
         self,
-        endpoint: str,
+        client: Fetcher,
         *,
         interval_s: float,
         service: str,
         environment: str,
         fail_closed: bool = False,
-        token: str | None = None,
-        fetch: Fetch = _http_get,
     ) -> None:
-        self.url = f"{endpoint}/v1/killswitch"
+        self.url = client.endpoint + PATH
         self.board = Board(fail_closed)
         self._interval_s = interval_s
         self._service, self._environment = service, environment
-        self._headers = {"authorization": f"Bearer {token}"} if token else {}
-        self._fetch = fetch
+        self._client = client
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="watcher-killswitch", daemon=True)
 
@@ -143,7 +140,7 @@ class KillSwitchPoller:
     def refresh(self) -> None:
         """Polls once, now, in the calling thread. Never raises."""
         try:
-            body = self._fetch(self.url, max(0.2, min(self._interval_s, 2.0)), self._headers)
+            body = self._client.get(PATH, max(0.2, min(self._interval_s, 2.0)))
             self.board.rules = parse_rules(body, self._service, self._environment)
         except ValueError as exc:
             log.warning("watcher ignored a kill-switch answer it cannot read (%s); keeping the last one", exc)
