@@ -13,6 +13,7 @@ from opentelemetry.trace import TracerProvider
 from .._client import DaemonClient
 from ..pricing import PriceTable, load_price_table
 from ..settings import Settings
+from ._failures import flush_failures
 from ._killswitch import KillSwitchPoller
 from ._middleware import Hook, set_hook
 from ._patch import patch_clients, unpatch_clients
@@ -105,7 +106,8 @@ def _poller(settings: Settings) -> KillSwitchPoller | None:
 
 
 def _at_exit(recorder: Recorder, tracer: TracerChoice) -> None:
-    """Records streams still open and spans still queued, then flushes watcher's own exporter.
+    """Records streams still open and spans still queued, flushes watcher's own exporter, then
+    logs the hook failures counted but not yet logged.
 
     Registered after the private provider exists, so it runs first (atexit is last-in,
     first-out): no spend is lost at exit.
@@ -113,3 +115,4 @@ def _at_exit(recorder: Recorder, tracer: TracerChoice) -> None:
     finish_live_streams()
     recorder.pending.stop()
     tracer.shutdown()
+    flush_failures()

@@ -12,7 +12,8 @@ from anthropic import APIRequest, Middleware
 
 from ..exceptions import BudgetExceeded
 from ._context import current_request_type
-from ._record import CallInfo, Recorder, field_of, warn_once
+from ._failures import report_failure
+from ._record import CallInfo, Recorder, field_of
 from ._streams import StreamTally, attach_body_watch, observe, observe_async
 
 __all__ = ["Hook", "WatcherMiddleware", "set_hook"]
@@ -126,7 +127,7 @@ class Hook:
         except BudgetExceeded:
             raise  # the one error the hook lets through: the call is refused before it is sent
         except Exception as exc:
-            warn_once("inspect a request", exc)
+            report_failure("inspect a request", exc)
             return None
 
     def _safe_after(self, route: str, call: CallInfo, response: Any, parsed: Any) -> None:
@@ -135,7 +136,7 @@ class Hook:
         try:
             self._after(route, call, response, parsed)
         except Exception as exc:
-            warn_once("read a response", exc)
+            report_failure("read a response", exc)
 
     def _after(self, route: str, call: CallInfo, response: Any, parsed: Any) -> None:
         if route == MESSAGE:
@@ -180,13 +181,13 @@ class Hook:
 def _unparsed_body(response: Any, call: CallInfo, error: Exception) -> Any:
     """The JSON body of a billed response the SDK could not parse (a `messages.parse()` whose
     output failed validation is still billed); None for a stream, which the SDK cannot read either."""
-    warn_once("parse a response with the SDK", error)
+    report_failure("parse a response with the SDK", error)
     if call.stream:
         return None
     try:
         return response.http_response.json()
     except Exception as exc:
-        warn_once("read a response body", exc)
+        report_failure("read a response body", exc)
         return None
 
 

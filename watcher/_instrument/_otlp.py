@@ -10,7 +10,6 @@ decoder can tell; `tests/test_otlp_encoding.py` proves it with hypothesis.
 
 from __future__ import annotations
 
-import logging
 import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -21,9 +20,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from ._failures import report_failure
+
 __all__ = ["FastOTLPSpanExporter", "encode_spans"]
 
-log = logging.getLogger("watcher")
 _MASK64 = (1 << 64) - 1
 _CACHE_LIMIT = 8192
 _kv_cache: dict[tuple[str, type, Any], bytes] = {}
@@ -225,8 +225,8 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
             return super().export(spans)
         try:
             data = encode_spans(spans)
-        except Exception:
-            log.warning("watcher's fast span encoder failed; using the standard one", exc_info=True)
+        except Exception as exc:
+            report_failure("encode spans with its fast encoder (the standard one was used)", exc)
             return super().export(spans)
         result = self._send(data)
         return SpanExportResult.SUCCESS if getattr(result, "success", False) else SpanExportResult.FAILURE

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,31 +13,13 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from ..pricing import PriceTable, TokenUsage
+from ._failures import report_failure
 from ._pending import Pending
 from ._tracer import TracerChoice
 
-__all__ = ["CallInfo", "Recorder", "field_of", "warn_once"]
-
-log = logging.getLogger("watcher")
-_warned: set[str] = set()
+__all__ = ["CallInfo", "Recorder", "field_of"]
 
 Attributes = dict[str, AttributeValue]
-
-
-def warn_once(what: str, exc: BaseException) -> None:
-    """Logs a hook failure: a warning the first time for each `what`, debug after that.
-
-    Only the error's type and where it was raised are logged, never its message or a
-    traceback with locals: a parsing error's message can quote the response, and logs must
-    carry no prompt or response content.
-    """
-    level = logging.DEBUG if what in _warned else logging.WARNING
-    _warned.add(what)
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
-    log.log(
-        level, "watcher could not %s (%s%s); the Anthropic call itself is unaffected", what, type(exc).__name__, where
-    )
 
 
 def field_of(obj: object, name: str) -> Any:
@@ -143,7 +123,7 @@ class Recorder:
         try:
             self._emit(*item)
         except Exception as exc:
-            warn_once("record a cost span", exc)
+            report_failure("record a cost span", exc)
 
     def _emit(
         self,

@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx2
 
-from ._record import CallInfo, Recorder, field_of, warn_once
+from ._failures import report_failure
+from ._record import CallInfo, Recorder, field_of
 
 __all__ = ["StreamTally", "attach_body_watch", "finish_live_streams", "observe", "observe_async"]
 
@@ -69,7 +70,7 @@ class StreamTally:
             elif kind == "message_stop":
                 self.finish("complete")
         except Exception as exc:
-            warn_once("read a stream event", exc)
+            report_failure("read a stream event", exc)
 
     def _merge(self, delta: object) -> None:
         if delta is None:
