@@ -11,6 +11,7 @@ import anthropic
 import pytest
 
 import watcher
+from watcher._instrument._estimate import input_tokens_bound
 from watcher.testing import FakeAnthropic, FakeReply, SpanCapture
 
 HI = [{"role": "user", "content": "hi"}]
@@ -248,6 +249,50 @@ def test_a_stream_dropped_unread_is_still_recorded(client: anthropic.Anthropic, 
     attrs = only_cost_span(capture)
     assert attrs["watcher.stream.outcome"] == "abandoned"
     assert attrs["watcher.usage.reported"] is False
+
+
+LONG = [{"role": "user", "content": "x" * 3000}]
+
+
+def assert_estimated_from_request(attrs: dict[str, Any]) -> None:
+    bound = input_tokens_bound({"messages": LONG})
+    assert bound >= 1000  # 3000 bytes of prompt over 3 bytes a token, at least
+    assert attrs["watcher.usage.reported"] is False
+    assert attrs["gen_ai.usage.input_tokens"] == bound
+    assert attrs["gen_ai.usage.output_tokens"] == 0
+    assert attrs["gen_ai.usage.cost.amount"] == pytest.approx(bound * 1e-6, rel=1e-12)  # haiku: $1 per million
+    assert attrs["watcher.cost.estimated"] is True
+    assert attrs["watcher.cost.flags"] == ("estimated_input_from_request",)
+
+
+def test_a_stream_cut_before_its_first_event_is_billed_as_an_estimate_from_the_request(
+    client: anthropic.Anthropic, fake_api: FakeAnthropic, capture: SpanCapture
+) -> None:
+    """A stream that breaks before `message_start` had its input billed: it is recorded from the request's size."""
+    fake_api.reply(FakeReply(cut_after_events=0))
+    stream = client.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=LONG, stream=True)  # type: ignore[arg-type]
+    with pytest.raises(Exception):  # noqa: B017 - whichever transport error the SDK raises
+        for _ in stream:
+            pass
+    attrs = only_cost_span(capture)
+    assert attrs["watcher.stream.outcome"] == "failed"
+    assert_estimated_from_request(attrs)
+
+
+@pytest.mark.parametrize("end", ["close", "drop"])
+def test_a_stream_closed_or_dropped_unread_is_billed_as_an_estimate_from_the_request(
+    client: anthropic.Anthropic, capture: SpanCapture, end: str
+) -> None:
+    """Closing or dropping a stream before its first event records its estimated input, not $0."""
+    stream = client.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=LONG, stream=True)  # type: ignore[arg-type]
+    if end == "close":
+        stream.close()
+    else:
+        del stream
+        gc.collect()
+    attrs = only_cost_span(capture)
+    assert attrs["watcher.stream.outcome"] == "abandoned"
+    assert_estimated_from_request(attrs)
 
 
 def test_open_streams_are_recorded_when_watcher_stops(client: anthropic.Anthropic, capture: SpanCapture) -> None:

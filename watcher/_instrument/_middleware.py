@@ -12,6 +12,7 @@ from anthropic import APIRequest, Middleware
 
 from ..exceptions import BudgetExceeded
 from ._context import current_request_type
+from ._estimate import input_tokens_bound
 from ._failures import report_failure
 from ._record import CallInfo, Recorder, field_of
 from ._streams import StreamTally, attach_body_watch, observe, observe_async
@@ -83,6 +84,8 @@ class Hook:
             if self.guard is not None:
                 self.guard(call.request_type, call.request_model)
             call.content = self.recorder.request_content(body)
+            if call.stream:
+                call.input_tokens_bound = _input_bound(body)
         elif route == BATCH_CREATE and self.guard is not None:
             for model in _batch_models(body):
                 self.guard(call.request_type, model)
@@ -176,6 +179,15 @@ class Hook:
             return
         message = field_of(result, "message")
         self._record_message(dataclasses.replace(call, start_ns=self.recorder.clock_ns()), message)
+
+
+def _input_bound(body: Mapping[str, Any] | None) -> int:
+    """The streamed request's estimated input (0, and the failure logged, if it cannot be sized)."""
+    try:
+        return input_tokens_bound(body)
+    except Exception as exc:
+        report_failure("estimate a streamed request's input tokens", exc)
+        return 0
 
 
 def _unparsed_body(response: Any, call: CallInfo, error: Exception) -> Any:

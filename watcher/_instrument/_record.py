@@ -49,6 +49,7 @@ class CallInfo:
     parent: otel_context.Context = field(default_factory=otel_context.get_current)
     batch_id: str | None = None
     content: Attributes | None = None
+    input_tokens_bound: int = 0  # streams: the request's input estimated from its size, used if no usage comes
 
 
 def _token_attributes(usage: TokenUsage) -> Attributes:
@@ -115,9 +116,14 @@ class Recorder:
         response_model: str | None,
         extra: Attributes | None = None,
         error: bool = False,
+        estimate: str | None = None,
     ) -> None:
-        """Queues the cost span of `usage_obj` (an SDK Usage or its JSON) for `call`, ended now."""
-        self.pending.put((call, usage_obj, response_id, response_model, extra, error, self.clock_ns()))
+        """Queues the cost span of `usage_obj` (an SDK Usage or its JSON) for `call`, ended now.
+
+        `estimate`, when given, is the flag saying why the usage is a guess rather than the API's
+        report: the span is then marked estimated and carries that flag first.
+        """
+        self.pending.put((call, usage_obj, response_id, response_model, extra, error, estimate, self.clock_ns()))
 
     def _process(self, item: tuple[Any, ...]) -> None:
         try:
@@ -133,12 +139,14 @@ class Recorder:
         response_model: str | None,
         extra: Attributes | None,
         error: bool,
+        estimate: str | None,
         end_ns: int,
     ) -> None:
         batch = call.batch_id is not None
         usage = TokenUsage.from_anthropic(usage_obj, batch=batch) if usage_obj is not None else TokenUsage()
         model = response_model or call.request_model or "unknown"
         cost = self.prices.cost(model, usage)
+        flags = (estimate, *cost.flags) if estimate else cost.flags
         attributes: Attributes = {
             "gen_ai.provider.name": "anthropic",
             "gen_ai.operation.name": "chat",
@@ -152,14 +160,14 @@ class Recorder:
             "watcher.cost.cache_read_usd": float(cost.cache_read_usd),
             "watcher.cost.cache_write_usd": float(cost.cache_write_usd),
             "watcher.cost.tools_usd": float(cost.tools_usd),
-            "watcher.cost.estimated": cost.estimated,
+            "watcher.cost.estimated": cost.estimated or estimate is not None,
             "watcher.pricing.version": cost.pricing_version,
             "watcher.pricing.model": cost.model,
             "watcher.request_type": call.request_type,
             "watcher.platform": call.platform,
         }
-        if cost.flags:
-            attributes["watcher.cost.flags"] = list(cost.flags)
+        if flags:
+            attributes["watcher.cost.flags"] = list(flags)
         if cost.cache_read_savings_usd:
             attributes["watcher.cache.read_savings_usd"] = float(cost.cache_read_savings_usd)
         if cost.cache_write_premium_usd:

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx2
 
+from ._estimate import ESTIMATE_FLAG
 from ._failures import report_failure
 from ._record import CallInfo, Recorder, field_of
 
@@ -82,17 +83,26 @@ class StreamTally:
         self._usage = usage
 
     def finish(self, outcome: str) -> None:
-        """Records the cost span once, with `watcher.stream.outcome` = complete, failed or abandoned."""
+        """Records the cost span once, with `watcher.stream.outcome` = complete, failed or abandoned.
+
+        A stream that ends before `message_start` reported no usage, but its input was sent and
+        billed: it is recorded with the input estimated from the request's size (see
+        `input_tokens_bound`), no output, and the span marked estimated, never at $0.
+        """
         if not self._done.acquire(blocking=False):
             return
         _live.discard(self)
+        usage, estimate = self._usage, None
+        if usage is None:
+            usage, estimate = {"input_tokens": self._call.input_tokens_bound, "output_tokens": 0}, ESTIMATE_FLAG
         self._recorder.record(
             self._call,
-            self._usage,
+            usage,
             response_id=self._id,
             response_model=self._model,
-            extra={"watcher.stream.outcome": outcome, "watcher.usage.reported": self._usage is not None},
+            extra={"watcher.stream.outcome": outcome, "watcher.usage.reported": estimate is None},
             error=outcome == "failed",
+            estimate=estimate,
         )
 
 
