@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -15,6 +16,7 @@ import pytest
 import watcher
 from watcher._client import DaemonClient
 from watcher._instrument._killswitch import KillSwitchPoller, parse_rules
+from watcher.daemon import Running, build
 from watcher.testing import FakeAnthropic, SpanCapture
 
 HI = [{"role": "user", "content": "hi"}]
@@ -154,6 +156,66 @@ def test_an_unreachable_daemon_fails_open_and_is_logged_once(
     poller.refresh()
     poller.board.check("extraction", "claude-haiku-4-5")
     assert caplog.text.count("cannot reach the daemon") == 1
+
+
+@pytest.fixture
+def token_daemon(tmp_path: Path) -> Iterator[Running]:
+    """A real daemon on loopback that requires the bearer token "right"."""
+    settings = watcher.Settings(listen="127.0.0.1:0", state_dir=tmp_path, token="right")
+    running = build(settings, budgets=[]).start(tick_s=3600)
+    yield running
+    running.stop()
+
+
+def token_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    found = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "watcher"]
+    caplog.clear()
+    return found
+
+
+def test_a_refused_token_is_an_error_naming_watcher_token_once_per_change_of_state(
+    token_daemon: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 401 is logged at ERROR as a token problem, not an outage, once until it is accepted again, and anew after."""
+    caplog.set_level(logging.DEBUG, logger="watcher")
+    client = DaemonClient(token_daemon.address, "right")
+    poller = KillSwitchPoller(client, interval_s=3600, service="s", environment="e")
+    poller.refresh()
+    assert token_lines(caplog) == []
+    token_daemon.server.token = "rotated"  # the daemon now wants another token than the app's
+    poller.refresh()
+    poller.refresh()
+    [(level, message)] = token_lines(caplog)
+    assert level == logging.ERROR
+    assert message == (
+        f"the daemon at {token_daemon.address}/v1/killswitch refused watcher's token (401): "
+        "set WATCHER_TOKEN to the daemon's token; kill switches are not enforced"
+    )
+    poller.board.check("extraction", "claude-haiku-4-5")  # fail-open: the call goes ahead
+    token_daemon.server.token = "right"
+    poller.refresh()
+    poller.refresh()
+    [(level, message)] = token_lines(caplog)
+    assert level == logging.WARNING and "again" in message
+    token_daemon.server.token = "rotated"
+    poller.refresh()
+    assert [level for level, _ in token_lines(caplog)] == [logging.ERROR]
+
+
+def test_a_refused_token_with_fail_closed_refuses_calls_and_says_so(
+    token_daemon: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With WATCHER_FAIL_MODE=closed a wrong token refuses calls, and the error says that is why."""
+    caplog.set_level(logging.DEBUG, logger="watcher")
+    poller = KillSwitchPoller(
+        DaemonClient(token_daemon.address, "wrong"), interval_s=3600, service="s", environment="e", fail_closed=True
+    )
+    poller.refresh()
+    with pytest.raises(watcher.BudgetExceeded, match="unreachable"):
+        poller.board.check("extraction", "claude-haiku-4-5")
+    [(level, message)] = token_lines(caplog)
+    assert level == logging.ERROR
+    assert "WATCHER_TOKEN" in message and "calls are refused" in message
 
 
 def test_fail_closed_refuses_calls_until_the_daemon_answers(daemon: FakeDaemon) -> None:

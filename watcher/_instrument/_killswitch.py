@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from .._client import DaemonRefused
 from ..exceptions import BudgetExceeded
 
 __all__ = ["Board", "Fetcher", "KillSwitchPoller", "Rule", "parse_rules"]
@@ -22,7 +23,8 @@ PATH = "/v1/killswitch"
 
 
 class Fetcher(Protocol):
-    """Reads one path from the daemon (a `watcher._client.DaemonClient`); raises OSError on failure."""
+    """Reads one path from the daemon (a `watcher._client.DaemonClient`); raises OSError on failure,
+    `DaemonRefused` (with its HTTP `status`) when the daemon answers with an error."""
 
     endpoint: str
 
@@ -109,9 +111,12 @@ class Board:
 class KillSwitchPoller:
     """Polls the daemon's `/v1/killswitch` through `client` every `interval_s` on a daemon thread and updates `board`.
 
-    Never on the call path. An unreachable daemon is logged once per outage; the board then
-    fails open, or closed with `fail_closed` (calls refused until the daemon answers). With
-    `fail_closed` the first poll happens in `start()` so the first call sees a real answer.
+    Never on the call path. A daemon that gives no answer, because it cannot be reached or
+    because it refuses watcher's token (401), is logged once per change of state (and again
+    when it answers); the board then fails open, or closed with `fail_closed` (calls refused
+    until the daemon answers). A refused token is logged at ERROR naming WATCHER_TOKEN: unlike
+    an outage it never heals by itself, and failing open it silently turns enforcement off.
+    With `fail_closed` the first poll happens in `start()` so the first call sees a real answer.
     """
 
     def __init__(
@@ -128,6 +133,7 @@ class KillSwitchPoller:
         self._interval_s = interval_s
         self._service, self._environment = service, environment
         self._client = client
+        self._trouble: str | None = None  # why the last poll got no answer: None, "token" or "unreachable"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="watcher-killswitch", daemon=True)
 
@@ -146,17 +152,37 @@ class KillSwitchPoller:
             log.warning("watcher ignored a kill-switch answer it cannot read (%s); keeping the last one", exc)
             return
         except Exception as exc:
-            self._unreachable(exc)
+            self._unanswered(exc)
             return
-        if not self.board.reachable:
-            log.warning("watcher reached the daemon at %s again", self.url)
+        if self._trouble is not None:
+            log.warning("watcher reached the daemon at %s again; kill switches are enforced", self.url)
+        self._trouble = None
         self.board.reachable = True
 
-    def _unreachable(self, exc: Exception) -> None:
-        if self.board.reachable:
-            mode = "refusing calls (WATCHER_FAIL_MODE=closed)" if self.board.fail_closed else "letting calls through"
-            log.warning("watcher cannot reach the daemon at %s (%s); %s", self.url, type(exc).__name__, mode)
+    def _unanswered(self, exc: Exception) -> None:
+        """Marks the board unanswered, logging only when the reason differs from the last poll's."""
+        trouble = "token" if isinstance(exc, DaemonRefused) and exc.status == 401 else "unreachable"
+        if trouble != self._trouble:
+            (self._log_refused_token if trouble == "token" else self._log_unreachable)(exc)
+        self._trouble = trouble
         self.board.reachable = False
+
+    def _log_refused_token(self, exc: Exception) -> None:
+        mode = (
+            "calls are refused until it is accepted (WATCHER_FAIL_MODE=closed)"
+            if self.board.fail_closed
+            else "kill switches are not enforced"
+        )
+        log.error(
+            "the daemon at %s refused watcher's token (401): set WATCHER_TOKEN to the daemon's token; %s",
+            self.url,
+            mode,
+        )
+
+    def _log_unreachable(self, exc: Exception) -> None:
+        mode = "refusing calls (WATCHER_FAIL_MODE=closed)" if self.board.fail_closed else "letting calls through"
+        error = f"DaemonRefused {exc.status}" if isinstance(exc, DaemonRefused) else type(exc).__name__
+        log.warning("watcher cannot reach the daemon at %s (%s); %s", self.url, error, mode)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):
