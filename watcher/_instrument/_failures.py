@@ -35,8 +35,9 @@ class FailureLog:
     afresh; `uninstrument()` and interpreter exit call it. A kind is the operation that failed
     (`what`), the error's type and where it was raised: only those are logged, never the
     error's message or a traceback with locals, since a parsing error's message can quote the
-    response and logs must carry no prompt or response content. Every failure is logged at
-    WARNING because each one can be a span lost or mispriced: one line for thousands hid them.
+    response and logs must carry no prompt or response content. Every failure is counted into
+    a WARNING line because each one can be a span lost or mispriced: one line for thousands,
+    the rest at DEBUG, hid them.
     """
 
     def __init__(self, *, interval_s: float = INTERVAL_S, clock: Callable[[], float] = time.monotonic) -> None:
