@@ -7,8 +7,9 @@ from decimal import Decimal
 from pathlib import Path
 
 from watcher.budgets import parse_budgets
-from watcher.daemon import Books, BudgetEvent, StateStore
+from watcher.daemon import Books, BudgetEvent, Daemon, StateStore
 from watcher.ledger import Entry, open_ledger
+from watcher.pricing import default_price_table
 
 BERLIN_DAILY = """
 [[budgets]]
@@ -54,3 +55,22 @@ def test_a_late_span_for_a_past_window_does_not_count_in_the_current_one(tmp_pat
     late = ledger.append([entry("old", now[0] - timedelta(days=2), "9")]).new_entries
     books.add(late)
     assert books.evaluate()["berlin-daily"].state.spend_usd == 0
+
+
+def test_a_span_that_replaces_a_stored_one_counts_at_once(tmp_path: Path) -> None:
+    """When watcher's own span replaces the daemon-priced entry of the same response, its cost and scope count in
+    the batch that brings it, not a resync later."""
+    (budget,) = parse_budgets(
+        '[[budgets]]\nname = "x"\nlimit_usd = 1\nperiod = "hour"\nscope = { request_type = "extraction" }\n'
+    )
+    now = datetime(2026, 11, 25, 12, 30, tzinfo=UTC)
+    events: list[BudgetEvent] = []
+    ledger = open_ledger("sqlite://:memory:")
+    books = Books([budget], ledger, StateStore(tmp_path / "s.db"), lambda: now, events.append)
+    daemon = Daemon(ledger, default_price_table(), books, default_request_type="unlabeled")
+    daemon.ingest([Entry.of("r", now, "s", "e", "unlabeled", "m", cost_usd=Decimal("1.5"), rank=1)])
+    assert books.views["x"].state.spend_usd == 0
+    daemon.ingest([Entry.of("r", now, "s", "e", "extraction", "m", cost_usd=Decimal("1.5"), rank=2)])
+    view = books.views["x"]
+    assert view.state.spend_usd == Decimal("1.5") == ledger.spend(budget.scope, *view.state.window)
+    assert [e.kind for e in events] == ["alert", "kill"]

@@ -1,4 +1,4 @@
-"""Budget evaluation: threshold levels, projection to period end, and crossings reported once."""
+"""Budget evaluation: threshold levels and projection to period end (announced once: test_books_properties)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from watcher.budgets import Budget, BudgetState, crossings
+from watcher.budgets import Budget, BudgetState
 
 BUDGET = Budget("daily", Decimal(100), "day")
 DAY = (datetime(2026, 5, 1, tzinfo=UTC), datetime(2026, 5, 2, tzinfo=UTC))
-NEXT_DAY = (DAY[1], datetime(2026, 5, 3, tzinfo=UTC))
 RANK = {"ok": 0, "alert": 1, "kill": 2}
 
 money = st.decimals(min_value=0, max_value=1000, places=6, allow_nan=False, allow_infinity=False)
@@ -52,33 +51,6 @@ def test_projection_extrapolates_the_rate_so_far_to_the_window_end(hours: int, p
     assert state("10").projected_usd(DAY[0] + timedelta(hours=hours)) == Decimal(projected)
 
 
-def test_first_state_reports_every_threshold_already_reached() -> None:
-    """With no earlier state, a spend over the kill line reports alert then kill."""
-    assert crossings(None, state("130")) == ["alert", "kill"]
-    assert crossings(None, state("10")) == []
-
-
-def test_crossings_report_only_new_thresholds_in_a_window() -> None:
-    """Within a window, a threshold already reached is not reported again."""
-    assert crossings(state("50"), state("85")) == ["alert"]
-    assert crossings(state("85"), state("99")) == []
-    assert crossings(state("85"), state("125")) == ["kill"]
-    assert crossings(state("125"), state("200")) == []
-
-
-def test_a_new_window_resets_the_thresholds() -> None:
-    """Crossing into the next window reports the thresholds the new window's spend has reached."""
-    assert crossings(state("130"), state("90", NEXT_DAY)) == ["alert"]
-    assert crossings(state("130"), state("5", NEXT_DAY)) == []
-
-
-def test_states_of_different_budgets_are_not_compared() -> None:
-    """crossings raises ValueError when given states of two different budgets."""
-    other = Budget("other", Decimal(100), "day")
-    with pytest.raises(ValueError, match="different budgets"):
-        crossings(state("1", budget=other), state("90"))
-
-
 @pytest.mark.parametrize(
     ("window", "spend", "match"),
     [
@@ -98,19 +70,6 @@ def test_level_is_monotone_in_spend(a: Decimal, b: Decimal) -> None:
     """More spend never gives a lower level."""
     low, high = sorted((a, b))
     assert RANK[state(low).level] <= RANK[state(high).level]
-
-
-@given(st.lists(money, min_size=1, max_size=30))
-def test_each_threshold_is_reported_at_most_once_per_window(spends: list[Decimal]) -> None:
-    """For growing spend in one window, alert and kill are each reported once when reached, never twice."""
-    reported: list[str] = []
-    before: BudgetState | None = None
-    for spend in sorted(spends):
-        after = state(spend)
-        reported += crossings(before, after)
-        before = after
-    final = RANK[state(max(spends)).level]
-    assert reported == [threshold for threshold in ("alert", "kill") if RANK[threshold] <= final]
 
 
 @given(money, st.integers(min_value=-(10**6), max_value=2 * 10**11))

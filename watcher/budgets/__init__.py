@@ -1,8 +1,8 @@
 """Budgets: their TOML configuration, calendar period windows and threshold evaluation."""
 
 from watcher.budgets._config import DEFAULT_ALERT_AT, DEFAULT_KILL_AT, Budget, load_budgets, parse_budgets
-from watcher.budgets._evaluate import BudgetState, Level, Threshold, crossings
-from watcher.budgets._period import PERIODS, Period, Window, next_window, period_window
+from watcher.budgets._evaluate import BudgetState, Level, Threshold
+from watcher.budgets._period import PERIODS, Period, Window, period_window
 
 __all__ = [
     "DEFAULT_ALERT_AT",
@@ -14,9 +14,7 @@ __all__ = [
     "Period",
     "Threshold",
     "Window",
-    "crossings",
     "load_budgets",
-    "next_window",
     "parse_budgets",
     "period_window",
 ]

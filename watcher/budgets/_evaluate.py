@@ -1,4 +1,4 @@
-"""Pure budget evaluation: spend against thresholds, projection to period end, threshold crossings."""
+"""Pure budget evaluation: spend against thresholds and its projection to the period end."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Literal
 from watcher.budgets._config import Budget
 from watcher.budgets._period import Window
 
-__all__ = ["BudgetState", "Level", "Threshold", "crossings"]
+__all__ = ["BudgetState", "Level", "Threshold"]
 
 Level = Literal["ok", "alert", "kill"]
 Threshold = Literal["alert", "kill"]
@@ -59,22 +59,6 @@ class BudgetState:
             return self.spend_usd
         projected = self.spend_usd * (length // _MICROSECOND) / (elapsed // _MICROSECOND)
         return max(projected, self.spend_usd)  # guards the last digit of rounding
-
-
-def crossings(before: BudgetState | None, after: BudgetState) -> list[Threshold]:
-    """The thresholds ("alert", then "kill") that ``after`` has reached and ``before`` had not.
-
-    Pure. ``before`` counts only when it is of the same window; with ``before`` None or of an
-    earlier window, every threshold ``after`` has reached is new. Both states are judged by
-    ``after``'s budget, so a reloaded limit applies at once. For spend that only grows within
-    a window, each threshold is reported at most once. Raises ``ValueError`` when the two
-    states belong to differently named budgets.
-    """
-    if before is not None and before.budget.name != after.budget.name:
-        names = f"{before.budget.name!r} and {after.budget.name!r}"
-        raise ValueError(f"states of different budgets ({names}); compare states of one budget")
-    earlier = _reached(after.budget, before.spend_usd) if before and before.window == after.window else ()
-    return [threshold for threshold in _reached(after.budget, after.spend_usd) if threshold not in earlier]
 
 
 def _reached(budget: Budget, spend: Decimal) -> tuple[Threshold, ...]:

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Literal, get_args
 from zoneinfo import ZoneInfo
 
-__all__ = ["PERIODS", "Period", "Window", "next_window", "period_window"]
+__all__ = ["PERIODS", "Period", "Window", "period_window"]
 
 Period = Literal["hour", "day", "week", "month"]
 PERIODS: tuple[Period, ...] = get_args(Period)
@@ -27,8 +27,8 @@ def period_window(period: str, tz: ZoneInfo, at: datetime) -> Window:
     A local midnight that does not exist (a DST gap) is replaced by the first instant after
     it; one that occurs twice means its first occurrence. Hour windows also break wherever the
     UTC offset changes, so a repeated local hour is a window of its own and a 30-minute shift
-    yields a 30-minute window. Consecutive windows tile time: ``next_window`` starts where
-    this one ends.
+    yields a 30-minute window. Consecutive windows tile time: the window of this one's end
+    starts where this one ends.
     """
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError(f"at={at!r} is naive; pass an aware datetime, e.g. datetime.now(UTC)")
@@ -37,12 +37,6 @@ def period_window(period: str, tz: ZoneInfo, at: datetime) -> Window:
     if period in PERIODS:
         return _calendar_window(period, tz, at.astimezone(UTC))
     raise ValueError(f"unknown period {period!r}; use one of: {', '.join(PERIODS)}")
-
-
-def next_window(period: str, tz: ZoneInfo, window: Window) -> Window:
-    """The window that follows ``window`` (one returned by ``period_window`` for the same period
-    and zone): its start is ``window``'s end. Pure; raises like ``period_window``."""
-    return period_window(period, tz, window[1])
 
 
 def _hour_window(tz: ZoneInfo, at: datetime) -> Window:

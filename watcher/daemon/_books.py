@@ -111,6 +111,15 @@ class Books:
                 extra = sum(e.cost_nanos for e in entries if since <= e.time_us < until and matches(e))
                 self._totals[name] = (window, total + from_nanos(extra), synced)
 
+    def resync(self) -> None:
+        """Drops the running totals, so the next evaluation reads every window's spend from the ledger.
+
+        For an append that replaced stored entries (a higher-rank span for the same response):
+        the replacement may differ in cost, time or scope, which `add` cannot apply.
+        """
+        with self.lock:
+            self._totals.clear()
+
     def _spend(self, budget: Budget, window: Window, now: datetime) -> Decimal:
         cached = self._totals.get(budget.name)
         if cached and cached[0] == window and (now - cached[2]).total_seconds() < self._resync_s:

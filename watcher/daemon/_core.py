@@ -56,9 +56,11 @@ class Daemon:
         with self.books.lock:  # no budget resync may fall between the commit and the running totals
             appended = self.ledger.append(normalized.entries)
             self.books.add(appended.new_entries)
+            if appended.upgraded:
+                self.books.resync()
         self._count(len(spans), len(normalized.entries), appended.inserted + appended.upgraded, normalized)
         self.spend.add(appended.new_entries)
-        if appended.new_entries:
+        if appended.new_entries or appended.upgraded:
             self.books.evaluate()
         message = "; ".join(normalized.rejected_reasons[:3])
         return IngestResult(appended.inserted + appended.upgraded, appended.duplicates, normalized.rejected, message)
