@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ._client import DaemonClient, DaemonRefused
 from ._version import __version__
@@ -69,12 +70,37 @@ def _status(args: argparse.Namespace) -> int:
     if not budgets:
         print("no budgets configured (add [[budgets]] to the daemon's config file)")
         return 0
-    print(f"{'budget':<24} {'spend':>10} {'limit':>10} {'used':>6}  {'state':<7} resets")
+    print(f"{'budget':<24} {'spend':>10} {'limit':>10} {'used':>6}  {'state':<8} {'alerts':<10} resets")
     for b in budgets:
         used = f"{100 * b['used_ratio']:.0f}%"
         money = f"{b['spend_usd']:>10.2f} {b['limit_usd']:>10.2f}"
-        print(f"{b['name']:<24} {money} {used:>6}  {b['state']:<7} {b['resets_at']}")
+        print(f"{b['name']:<24} {money} {used:>6}  {b['state']:<8} {_alerts_column(b):<10} {b['resets_at']}")
+    for b in budgets:
+        for line in _delivery_problems(b):
+            print(line)
     return 0
+
+
+def _deliveries(budget: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(event["kind"], d) for event in budget.get("events") or [] for d in event.get("deliveries") or []]
+
+
+def _alerts_column(budget: dict[str, Any]) -> str:
+    """`-` without events this period, else `ok`, `N pending` or `N failed` over every delivery."""
+    states = [d["state"] for _, d in _deliveries(budget)]
+    if not states:
+        return "-"
+    failed, pending = states.count("failed"), states.count("pending")
+    return f"{failed} failed" if failed else f"{pending} pending" if pending else "ok"
+
+
+def _delivery_problems(budget: dict[str, Any]) -> list[str]:
+    """One line per delivery of this period's events that failed for good."""
+    return [
+        f"{budget['name']}: {kind} to {d['target']} failed after {d['attempts']} attempts"
+        for kind, d in _deliveries(budget)
+        if d["state"] == "failed"
+    ]
 
 
 def _report(args: argparse.Namespace) -> int:

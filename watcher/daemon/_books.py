@@ -13,7 +13,7 @@ from typing import Protocol
 from watcher.budgets import Budget, BudgetState, Window, period_window
 from watcher.ledger import Entry, Scope, from_nanos, to_micros
 
-from ._state import BudgetEvent, StateStore
+from ._state import BudgetEvent, EventRecord, StateStore
 
 __all__ = ["Books", "BudgetView"]
 
@@ -129,6 +129,11 @@ class Books:
         with self.lock:
             self.views = {name: self._evaluate(budget, now) for name, budget in self.budgets.items()}
             return self.views
+
+    def events(self, name: str) -> list[EventRecord]:
+        """`name`'s events recorded since its current window began (as of the last evaluation), with
+        each target's delivery state; KeyError for a budget not yet evaluated."""
+        return self._store.events(name, self.views[name].state.window[0])
 
     def set_switch(self, name: str, action: str) -> BudgetView:
         """Engages (`engaged`) or releases (`released`) `name`'s kill switch by hand until its period ends."""

@@ -14,6 +14,7 @@ from ._books import Books, BudgetView
 from ._decode import SpanRecord
 from ._metrics import Counters, SpendCounters
 from ._normalize import normalize
+from ._state import EventRecord
 
 __all__ = ["Daemon", "IngestResult"]
 
@@ -77,7 +78,8 @@ class Daemon:
         return {"version": 1, "generated_at": _iso(now), "engaged": engaged}
 
     def budgets(self, now: datetime) -> dict[str, Any]:
-        """The `/v1/budgets` document: every budget's period, spend, limit, state and reset."""
+        """The `/v1/budgets` document (docs/api.md): every budget's period, spend, limit, state, reset, and
+        this period's events with each alert target's delivery state."""
         return {
             "version": 1,
             "generated_at": _iso(now),
@@ -96,8 +98,7 @@ class Daemon:
             "reason": view.reason,
         }
 
-    @staticmethod
-    def _budget_json(view: BudgetView, now: datetime) -> dict[str, Any]:
+    def _budget_json(self, view: BudgetView, now: datetime) -> dict[str, Any]:
         state = view.state
         return {
             "name": view.budget.name,
@@ -113,4 +114,10 @@ class Daemon:
             "alert_at": float(view.budget.alert_at),
             "kill_at": float(view.budget.kill_at),
             "state": "killed" if view.engaged else state.level,
+            "events": [_event_json(record) for record in self.books.events(view.budget.name)],
         }
+
+
+def _event_json(record: EventRecord) -> dict[str, Any]:
+    deliveries = [{"target": d.target, "state": d.state, "attempts": d.attempts} for d in record.deliveries]
+    return {"kind": record.event.kind, "at": _iso(record.event.at), "deliveries": deliveries}
