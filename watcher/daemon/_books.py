@@ -13,6 +13,7 @@ from typing import Protocol
 from watcher.budgets import Budget, BudgetState, Window, period_window
 from watcher.ledger import Entry, Scope, from_nanos, to_micros
 
+from ._messages import alert_message
 from ._state import BudgetEvent, EventRecord, StateStore
 
 __all__ = ["Books", "BudgetView"]
@@ -59,11 +60,6 @@ def _matcher(scope: Scope) -> Callable[[Entry], bool]:
     if not tests:  # decided once: a budget over everything matches without looking
         return lambda entry: True
     return lambda entry: all(pattern.fullmatch(getattr(entry, name)) for name, pattern in tests)
-
-
-def _money(value: Decimal) -> str:
-    """Dollars with cents, or with four decimals below $10 so small budgets read sensibly."""
-    return f"${value:,.2f}" if abs(value) >= 10 else f"${value:,.4f}"
 
 
 class Books:
@@ -183,31 +179,7 @@ class Books:
             self._on_event(event)
 
     def _message(self, state: BudgetState, kind: str, now: datetime) -> str:
-        budget, (start, end) = state.budget, state.window
-        percent = state.used_ratio * 100
-        local_end = end.astimezone(budget.timezone).strftime("%Y-%m-%d %H:%M %Z")
-        head = f"KILL SWITCH engaged for budget {budget.name!r}" if kind == "kill" else f"Budget {budget.name!r} alert"
-        lines = [
-            f"{head}: {percent:.0f}% used, {_money(state.spend_usd)} of {_money(budget.limit_usd)} this {budget.period}"
-            f" (period ends {local_end}).",
-            f"Projected spend at period end at the current rate: {_money(state.projected_usd(now))}.",
-        ]
-        for by in ("request_type", "model"):
-            top = self._ledger.top(budget.scope, start, end, by, 3)
-            if top:
-                lines.append(f"Top {by.replace('_', ' ')}s: " + ", ".join(f"{k} {_money(v)}" for k, v in top) + ".")
-        if kind == "kill":
-            lines.append(
-                f"Calls in scope {_scope_text(budget.scope)} are refused until {local_end}, "
-                f"or until `watcher killswitch release {budget.name}`."
-            )
-        return "\n".join(lines)
-
-
-def _scope_text(scope: Scope) -> str:
-    parts = [
-        f"{name}={value}"
-        for name in ("request_type", "model", "service", "environment")
-        if (value := getattr(scope, name)) is not None
-    ]
-    return "{" + ", ".join(parts) + "}" if parts else "(everything)"
+        start, end = state.window
+        scope = state.budget.scope
+        top = {by: self._ledger.top(scope, start, end, by, 3) for by in ("request_type", "model")}
+        return alert_message(state, kind, now, top)
