@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -126,10 +128,15 @@ def _killswitch(args: argparse.Namespace) -> int:
         print(f"watcher killswitch {args.action} needs a budget name", file=sys.stderr)
         return 2
     try:
+        body = _release_body(args)
+    except ValueError as error:
+        print(f"watcher killswitch {args.action}: {error}", file=sys.stderr)
+        return 2
+    try:
         if args.action == "status":
             document = client.get_json("/v1/killswitch")
         else:
-            document = client.post_json(f"/v1/killswitch/{args.name}/{args.action}")
+            document = client.post_json(f"/v1/killswitch/{args.name}/{args.action}", body)
     except DaemonRefused as error:
         print(f"the daemon at {client.endpoint} refused: {error}", file=sys.stderr)
         return 1
@@ -142,9 +149,36 @@ def _killswitch(args: argparse.Namespace) -> int:
             print("no kill switch engaged")
         for item in engaged:
             print(f"{item['budget']:<24} engaged since {item['since']} ({item['reason']}), resets {item['resets_at']}")
+    elif document.get("engaged"):
+        print(f"{args.name}: kill switch engaged")
     else:
-        print(f"{args.name}: kill switch {'engaged' if document.get('engaged') else 'released'}")
+        until = document.get("until")
+        print(f"{args.name}: kill switch released" + (f" until {until} at the latest" if until else ""))
     return 0
+
+
+_DURATION = re.compile(r"^(\d+)([mhd])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+
+
+def _release_body(args: argparse.Namespace) -> bytes:
+    """The JSON body of `release --until TIME`: TIME is a duration from now (`30m`, `2h`, `1d`) or an ISO
+    date and time (local time without an offset); empty without --until. ValueError for anything else."""
+    if not args.until:
+        return b""
+    if args.action != "release":
+        raise ValueError("--until goes with release only")
+    from datetime import UTC, datetime, timedelta
+
+    found = _DURATION.match(args.until.strip())
+    if found:
+        until = datetime.now(UTC) + timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+    else:
+        try:
+            until = datetime.fromisoformat(args.until).astimezone(UTC)
+        except ValueError:
+            raise ValueError(f"--until {args.until!r} is neither a duration (30m, 2h, 1d) nor an ISO time") from None
+    return json.dumps({"until": until.isoformat().replace("+00:00", "Z")}).encode()
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -191,6 +225,9 @@ def _parser() -> argparse.ArgumentParser:
     kill = commands.add_parser("killswitch", help="show, engage or release kill switches on the daemon")
     kill.add_argument("action", choices=["status", "engage", "release"])
     kill.add_argument("name", nargs="?", help="budget name (engage, release)")
+    kill.add_argument(
+        "--until", help="release only until TIME: 30m, 2h, 1d from now, or an ISO time (default: the period's end)"
+    )
     kill.set_defaults(run=_killswitch)
     traffic = commands.add_parser("traffic", help="demo traffic: real SDK calls to a local fake API, spans over OTLP")
     traffic.add_argument("--rate", type=float, default=2.0, help="calls a second (default 2)")

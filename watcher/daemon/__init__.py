@@ -1,7 +1,7 @@
 """The watcher daemon: receives OTLP exports, keeps the ledger and the budgets, alerts, serves kill switches."""
 
 from watcher.daemon._alerts import AppriseNotifier, Dispatcher, LogNotifier, Notifier, apprise_targets, redact
-from watcher.daemon._books import Books, BudgetView
+from watcher.daemon._books import Books, BudgetView, Hold
 from watcher.daemon._core import Daemon, IngestResult
 from watcher.daemon._decode import DecodeError, decode_request
 from watcher.daemon._normalize import MAX_REASONS, Normalized, normalize
@@ -22,6 +22,7 @@ __all__ = [
     "Delivery",
     "Dispatcher",
     "EventRecord",
+    "Hold",
     "IngestResult",
     "LogNotifier",
     "Normalized",

@@ -10,7 +10,7 @@ from decimal import Decimal
 from watcher.budgets import Budget, BudgetState
 from watcher.ledger import Scope
 
-__all__ = ["alert_message", "money", "one_line"]
+__all__ = ["alert_message", "hand_release_terms", "money", "one_line", "reengaged_message", "release_message"]
 
 _LONGEST = 64
 # Control characters (Cc: newlines, escape sequences), format characters (Cf: bidi overrides that
@@ -65,6 +65,27 @@ def alert_message(
             f"or until `watcher killswitch release {budget.name}`."
         )
     return "\n".join(lines)
+
+
+def release_message(budget: Budget, how: str) -> str:
+    """The text of a `release` event; `how` says why, e.g. "its period ended"."""
+    return f"Kill switch for budget {budget.name!r} released: {how}. Calls in its scope go ahead again."
+
+
+def hand_release_terms(budget: Budget, until: datetime, ceiling_usd: Decimal) -> str:
+    """Why a hand release holds: "it was released by hand until ..., or until spend reaches ..."."""
+    return f"it was released by hand until {_local(budget, until)}, or until spend reaches {money(ceiling_usd)}"
+
+
+def reengaged_message(state: BudgetState, why: str) -> str:
+    """The text of a `reengaged` event: a hand release lapsed (`why`) while spend is past the kill line."""
+    budget = state.budget
+    return (
+        f"KILL SWITCH engaged again for budget {budget.name!r}: its release by hand lapsed ({why}); "
+        f"{state.used_ratio * 100:.0f}% used, {money(state.spend_usd)} of {money(budget.limit_usd)}.\n"
+        f"Calls in scope {_scope_text(budget.scope)} are refused until {_local(budget, state.window[1])}, "
+        f"or until `watcher killswitch release {budget.name}`."
+    )
 
 
 def _scope_text(scope: Scope) -> str:
