@@ -156,7 +156,8 @@ class BooksMachine(RuleBasedStateMachine):
 
     @invariant()
     def each_event_is_announced_once(self) -> None:
-        twice = [key for key, n in Counter((e.budget, e.window_start, e.kind) for e in self.events).items() if n > 1]
+        keys = Counter((e.budget, e.window_start, e.kind, e.cause) for e in self.events)
+        twice = [key for key, n in keys.items() if n > 1]
         assert not twice, f"announced more than once: {twice}"
 
     @invariant()

@@ -29,7 +29,7 @@ import watcher
 from watcher import Settings
 from watcher._demo import run_traffic
 from watcher._fake._daemon_process import free_port
-from watcher.daemon import AppriseNotifier, build
+from watcher.daemon import AppriseNotifier, apprise_targets, build
 from watcher.exceptions import ConfigError
 from watcher.testing import DaemonProcess, FakeAnthropic, OTLPReceiver
 
@@ -113,7 +113,8 @@ def test_the_daemon_alerts_every_tagged_target_of_an_apprise_config(tmp_path: Pa
     hook = f"json://127.0.0.1:{server.server_address[1]}/hook"
     config.write_text(f"version: 1\ntag: watcher\nurls:\n  - {hook}:\n      - tag: finance, email\n")
     try:
-        assert AppriseNotifier([], str(config)).send("watcher: budget alert", "85% used")
+        [target] = apprise_targets([], str(config)).values()
+        assert target.send("watcher: budget alert", "85% used")
     finally:
         server.shutdown()
         server.server_close()
@@ -128,7 +129,7 @@ def test_the_stack_alert_url_delivers_over_plain_smtp_without_login() -> None:
     [url] = tomllib.loads(_stack_config())["alerts"]["urls"]
     assert "mailpit:1025" in url
     with Mailbox() as mailbox:
-        assert AppriseNotifier([url.replace("mailpit:1025", f"127.0.0.1:{mailbox.port}")]).send("watcher", "85% used")
+        assert AppriseNotifier(url.replace("mailpit:1025", f"127.0.0.1:{mailbox.port}")).send("watcher", "85% used")
     assert "oncall@example.com" in mailbox.messages[0]
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ._client import DaemonClient, DaemonRefused
 from ._version import __version__
@@ -69,12 +72,37 @@ def _status(args: argparse.Namespace) -> int:
     if not budgets:
         print("no budgets configured (add [[budgets]] to the daemon's config file)")
         return 0
-    print(f"{'budget':<24} {'spend':>10} {'limit':>10} {'used':>6}  {'state':<7} resets")
+    print(f"{'budget':<24} {'spend':>10} {'limit':>10} {'used':>6}  {'state':<8} {'alerts':<10} resets")
     for b in budgets:
         used = f"{100 * b['used_ratio']:.0f}%"
         money = f"{b['spend_usd']:>10.2f} {b['limit_usd']:>10.2f}"
-        print(f"{b['name']:<24} {money} {used:>6}  {b['state']:<7} {b['resets_at']}")
+        print(f"{b['name']:<24} {money} {used:>6}  {b['state']:<8} {_alerts_column(b):<10} {b['resets_at']}")
+    for b in budgets:
+        for line in _delivery_problems(b):
+            print(line)
     return 0
+
+
+def _deliveries(budget: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(event["kind"], d) for event in budget.get("events") or [] for d in event.get("deliveries") or []]
+
+
+def _alerts_column(budget: dict[str, Any]) -> str:
+    """`-` without events this period, else `ok`, `N pending` or `N failed` over every delivery."""
+    states = [d["state"] for _, d in _deliveries(budget)]
+    if not states:
+        return "-"
+    failed, pending = states.count("failed"), states.count("pending")
+    return f"{failed} failed" if failed else f"{pending} pending" if pending else "ok"
+
+
+def _delivery_problems(budget: dict[str, Any]) -> list[str]:
+    """One line per delivery of this period's events that failed for good."""
+    return [
+        f"{budget['name']}: {kind} to {d['target']} failed after {d['attempts']} attempts"
+        for kind, d in _deliveries(budget)
+        if d["state"] == "failed"
+    ]
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -100,10 +128,15 @@ def _killswitch(args: argparse.Namespace) -> int:
         print(f"watcher killswitch {args.action} needs a budget name", file=sys.stderr)
         return 2
     try:
+        body = _release_body(args)
+    except ValueError as error:
+        print(f"watcher killswitch {args.action}: {error}", file=sys.stderr)
+        return 2
+    try:
         if args.action == "status":
             document = client.get_json("/v1/killswitch")
         else:
-            document = client.post_json(f"/v1/killswitch/{args.name}/{args.action}")
+            document = client.post_json(f"/v1/killswitch/{args.name}/{args.action}", body)
     except DaemonRefused as error:
         print(f"the daemon at {client.endpoint} refused: {error}", file=sys.stderr)
         return 1
@@ -116,9 +149,36 @@ def _killswitch(args: argparse.Namespace) -> int:
             print("no kill switch engaged")
         for item in engaged:
             print(f"{item['budget']:<24} engaged since {item['since']} ({item['reason']}), resets {item['resets_at']}")
+    elif document.get("engaged"):
+        print(f"{args.name}: kill switch engaged")
     else:
-        print(f"{args.name}: kill switch {'engaged' if document.get('engaged') else 'released'}")
+        until = document.get("until")
+        print(f"{args.name}: kill switch released" + (f" until {until} at the latest" if until else ""))
     return 0
+
+
+_DURATION = re.compile(r"^(\d+)([mhd])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+
+
+def _release_body(args: argparse.Namespace) -> bytes:
+    """The JSON body of `release --until TIME`: TIME is a duration from now (`30m`, `2h`, `1d`) or an ISO
+    date and time (local time without an offset); empty without --until. ValueError for anything else."""
+    if not args.until:
+        return b""
+    if args.action != "release":
+        raise ValueError("--until goes with release only")
+    from datetime import UTC, datetime, timedelta
+
+    found = _DURATION.match(args.until.strip())
+    if found:
+        until = datetime.now(UTC) + timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+    else:
+        try:
+            until = datetime.fromisoformat(args.until).astimezone(UTC)
+        except ValueError:
+            raise ValueError(f"--until {args.until!r} is neither a duration (30m, 2h, 1d) nor an ISO time") from None
+    return json.dumps({"until": until.isoformat().replace("+00:00", "Z")}).encode()
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -165,6 +225,9 @@ def _parser() -> argparse.ArgumentParser:
     kill = commands.add_parser("killswitch", help="show, engage or release kill switches on the daemon")
     kill.add_argument("action", choices=["status", "engage", "release"])
     kill.add_argument("name", nargs="?", help="budget name (engage, release)")
+    kill.add_argument(
+        "--until", help="release only until TIME: 30m, 2h, 1d from now, or an ISO time (default: the period's end)"
+    )
     kill.set_defaults(run=_killswitch)
     traffic = commands.add_parser("traffic", help="demo traffic: real SDK calls to a local fake API, spans over OTLP")
     traffic.add_argument("--rate", type=float, default=2.0, help="calls a second (default 2)")

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     """WATCHER_ALERT_URLS: apprise URLs for alerts, comma-separated (`slack://...,mailto://...`); adds to the
     config file's `[alerts] urls`. With none, alerts go to the daemon's log."""
 
+    alert_max_attempts: Annotated[int, Field(ge=1, le=100)] = 16
+    """WATCHER_ALERT_MAX_ATTEMPTS: tries per alert and target before its delivery is given up as `failed`
+    (retries wait 1 s, 2 s, 4 s ... at most 5 minutes apart: the default 16 span about 40 minutes)."""
+
     alerts: AlertsConfig = Field(default_factory=lambda: AlertsConfig())
     """The `[alerts]` table of the config file: `urls = [...]` and `apprise_config = "path"`."""
 

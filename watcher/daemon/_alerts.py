@@ -1,4 +1,4 @@
-"""Delivering budget events: a one-method Notifier, apprise behind it, retries with backoff."""
+"""Delivering budget events: a one-method Notifier per target, apprise behind it, retries with backoff and a cap."""
 
 from __future__ import annotations
 
@@ -6,24 +6,26 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
-from ._state import BudgetEvent, StateStore
+from ._state import BudgetEvent, Delivery, StateStore
 
-__all__ = ["AppriseNotifier", "Dispatcher", "LogNotifier", "Notifier", "redact"]
+__all__ = ["AppriseNotifier", "Dispatcher", "LogNotifier", "Notifier", "apprise_targets", "redact"]
 
 log = logging.getLogger("watcher.alerts")
 TITLES = {
     "alert": "watcher: budget alert",
     "kill": "watcher: KILL SWITCH engaged",
     "engaged": "watcher: kill switch engaged by hand",
+    "reengaged": "watcher: KILL SWITCH engaged again",
     "release": "watcher: kill switch released",
 }
 
 
 class Notifier(Protocol):
-    """Sends one message; True when it was delivered. Must not raise for a failed delivery."""
+    """Sends one message to one target; True when it was delivered. Must not raise for a failed delivery."""
 
     def send(self, title: str, body: str) -> bool: ...
 
@@ -43,26 +45,20 @@ def redact(url: str) -> str:
 
 
 class AppriseNotifier:
-    """Delivers through apprise to every configured URL (Slack, email, webhooks, ...).
+    """Delivers through apprise to one target: an apprise URL, or one service of an apprise config file.
 
-    Built once from the URLs and an optional apprise config file; raises ValueError naming the
-    bad URL (redacted) at construction. apprise's `notify` returns a result that is truthy only
-    when every service accepted the message (older versions: True, False, or None when nothing
-    was sent); only a truthy result counts as delivered.
+    Raises ValueError naming the URL (redacted) at construction when apprise does not accept it.
+    Only a truthy result of apprise's `notify` counts as delivered (older versions return None
+    when nothing was sent). Tags are not filters here: the target gets every message.
     """
 
-    def __init__(self, urls: Sequence[str], config_file: str | None = None) -> None:
+    def __init__(self, target: str | Any) -> None:
         import apprise
 
         self._apprise = apprise.Apprise()
-        for url in urls:
-            if not self._apprise.add(url):
-                raise ValueError(f"apprise does not accept the alert URL {redact(url)}; check its scheme and fields")
-        if config_file:
-            config = apprise.AppriseConfig()
-            if not config.add(config_file):
-                raise ValueError(f"apprise cannot read the config file {config_file}")
-            self._apprise.add(config)
+        if not self._apprise.add(target):
+            shown = redact(target) if isinstance(target, str) else type(target).__name__
+            raise ValueError(f"apprise does not accept the alert URL {shown}; check its scheme and fields")
 
     def send(self, title: str, body: str) -> bool:
         try:
@@ -72,33 +68,75 @@ class AppriseNotifier:
             return False
 
 
-class Dispatcher:
-    """Delivers events on a background thread, retrying failures with exponential backoff.
+def apprise_targets(urls: Sequence[str], config_file: str | None = None) -> dict[str, Notifier]:
+    """One AppriseNotifier per URL and per service in the apprise config file, keyed by a redacted name.
 
-    An event is marked delivered in the state store only after the notifier says so, so an
-    event due at a crash is sent after the restart (`resume()`), and a delivered one never
-    again. Counts `sent` and `failures` for the metrics. `clock` and `sleep_until` are injected
-    so tests control time.
+    Names are `scheme://***`, with `#2`, `#3` ... for later targets of the same scheme, in the
+    order given (URLs first): stable while the configuration keeps its order. Raises ValueError
+    for a URL apprise does not accept, or a config file that yields no service.
+    """
+    import apprise
+
+    services: list[tuple[str, Any]] = [(url, url) for url in urls]
+    if config_file:
+        config = apprise.AppriseConfig()
+        found = config.services() if config.add(config_file) else []
+        if not found:
+            raise ValueError(f"apprise finds no alert URL in the config file {config_file}; check its path and urls")
+        services += [(_url_of(service), service) for service in found]
+    names: Counter[str] = Counter()
+    targets: dict[str, Notifier] = {}
+    for url, service in services:
+        base = redact(url)
+        names[base] += 1
+        targets[base if names[base] == 1 else f"{base}#{names[base]}"] = AppriseNotifier(service)
+    return targets
+
+
+def _url_of(service: Any) -> str:
+    """An apprise service's URL (secrets included: only ever shown redacted)."""
+    url: Callable[[], str] = service.url
+    return url()
+
+
+class Dispatcher:
+    """Delivers each event to each target on a background thread, retrying only the targets that failed.
+
+    Every target's state of every event is in the store: a success is recorded by its own
+    committed write right after its send, so a restart (`resume()`) re-sends to no target that
+    recorded it; only a crash between a send and that write can repeat one message to that one
+    target. A failed target is retried after `base_delay_s`, doubling up to `max_delay_s`; after
+    `max_attempts` tries its state is `failed`. Counts sends and failures per target for the
+    metrics. `clock` is injected so tests drive retries with `deliver_due()`.
     """
 
     def __init__(
         self,
-        notifier: Notifier,
+        targets: Mapping[str, Notifier],
         store: StateStore,
         *,
         base_delay_s: float = 1.0,
         max_delay_s: float = 300.0,
+        max_attempts: int = 16,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._notifier, self._store, self._clock = notifier, store, clock
-        self._base, self._max = base_delay_s, max_delay_s
-        self._queue: list[tuple[float, int, int, BudgetEvent]] = []
+        if not targets or max_attempts < 1:
+            raise ValueError("a dispatcher needs at least one target and max_attempts >= 1")
+        self._targets, self._store, self._clock = dict(targets), store, clock
+        self._base, self._max, self._attempts = base_delay_s, max_delay_s, max_attempts
+        self._queue: list[tuple[float, int, BudgetEvent, Delivery]] = []
+        self._queued: set[tuple[tuple[str, int, str, int], str]] = set()
         self._counter = 0
         self._wake = threading.Condition()
         self._stopped = False
-        self.sent = 0
-        self.failures = 0
+        self.sent: Counter[str] = Counter()
+        self.failures: Counter[tuple[str, str]] = Counter()
         self._thread = threading.Thread(target=self._run, name="watcher-alerts", daemon=True)
+
+    @property
+    def targets(self) -> list[str]:
+        """The targets' redacted names, in order."""
+        return list(self._targets)
 
     def start(self) -> Dispatcher:
         self.resume()
@@ -106,40 +144,87 @@ class Dispatcher:
         return self
 
     def resume(self) -> None:
-        """Queues every event recorded but not yet delivered (after a restart)."""
+        """Queues every event not yet settled, for the targets that have no final state (after a restart)."""
         for event in self._store.undelivered():
             self.submit(event)
 
-    def submit(self, event: BudgetEvent, attempt: int = 0, at: float | None = None) -> None:
+    def submit(self, event: BudgetEvent) -> None:
+        """Queues `event` for every target still pending (recorded as pending first), due now."""
+        deliveries = self._store.open_deliveries(event, self._targets)
+        pending = [d for d in deliveries.values() if d.state == "pending"]
+        if not pending:
+            self._store.settle(event)
+        for delivery in pending:
+            self._push(self._clock(), event, delivery)
+
+    def _push(self, due: float, event: BudgetEvent, delivery: Delivery) -> None:
         with self._wake:
+            key = (event.key(), delivery.target)
+            if key in self._queued:
+                return
+            self._queued.add(key)
             self._counter += 1
-            heapq.heappush(self._queue, (self._clock() if at is None else at, self._counter, attempt, event))
+            heapq.heappush(self._queue, (due, self._counter, event, delivery))
             self._wake.notify()
 
     def deliver_due(self) -> int:
-        """Delivers every event due now, in the calling thread; returns how many were tried."""
+        """Tries every delivery due now, in the calling thread; returns how many were tried."""
         tried = 0
         while (item := self._pop_due()) is not None:
-            _, _, attempt, event = item
+            _, _, event, delivery = item
             tried += 1
-            self._deliver(event, attempt)
+            self._deliver(event, delivery)
         return tried
 
-    def _pop_due(self) -> tuple[float, int, int, BudgetEvent] | None:
+    def _pop_due(self) -> tuple[float, int, BudgetEvent, Delivery] | None:
         with self._wake:
             if self._queue and self._queue[0][0] <= self._clock():
-                return heapq.heappop(self._queue)
+                item = heapq.heappop(self._queue)
+                self._queued.discard((item[2].key(), item[3].target))
+                return item
             return None
 
-    def _deliver(self, event: BudgetEvent, attempt: int) -> None:
-        if self._notifier.send(TITLES.get(event.kind, "watcher"), event.message):
-            self._store.mark_delivered(event)
-            self.sent += 1
+    def _deliver(self, event: BudgetEvent, delivery: Delivery) -> None:
+        target, attempts = delivery.target, delivery.attempts + 1
+        if self._send(target, event):
+            self._store.set_delivery(event, Delivery(target, "delivered", attempts))
+            self._count(target, "delivered")
+        elif attempts >= self._attempts:
+            self._store.set_delivery(event, Delivery(target, "failed", attempts))
+            self._count(target, "failed")
+            log.error("alert for budget %r not delivered to %s after %d attempts", event.budget, target, attempts)
+        else:
+            self._store.set_delivery(event, Delivery(target, "pending", attempts))
+            self._count(target, "pending")
+            delay = min(self._max, self._base * 2 ** (attempts - 1))
+            log.warning("alert for budget %r not delivered to %s; retrying in %.0f s", event.budget, target, delay)
+            self._push(self._clock() + delay, event, Delivery(target, "pending", attempts))
             return
-        self.failures += 1
-        delay = min(self._max, self._base * 2**attempt)
-        log.warning("alert for budget %r not delivered; retrying in %.0f s", event.budget, delay)
-        self.submit(event, attempt + 1, self._clock() + delay)
+        self._settle_if_done(event)
+
+    def _count(self, target: str, state: str) -> None:
+        with self._wake:
+            if state == "delivered":
+                self.sent[target] += 1
+            else:
+                self.failures[target, state] += 1
+
+    def counts(self) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+        """Copies of `sent` (by target) and `failures` (by target and state), taken under the lock."""
+        with self._wake:
+            return dict(self.sent), dict(self.failures)
+
+    def _send(self, target: str, event: BudgetEvent) -> bool:
+        try:
+            return self._targets[target].send(TITLES.get(event.kind, "watcher"), event.message)
+        except Exception as exc:  # a Notifier that breaks its contract must not stop the other deliveries
+            log.warning("alert delivery to %s raised %s", target, type(exc).__name__)
+            return False
+
+    def _settle_if_done(self, event: BudgetEvent) -> None:
+        states = self._store.deliveries(event)
+        if all(states.get(target, "pending") != "pending" for target in self._targets):
+            self._store.settle(event)
 
     def _run(self) -> None:
         while not self._stopped:

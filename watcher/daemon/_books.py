@@ -13,9 +13,10 @@ from typing import Protocol
 from watcher.budgets import Budget, BudgetState, Window, period_window
 from watcher.ledger import Entry, Scope, from_nanos, to_micros
 
-from ._state import BudgetEvent, StateStore
+from ._messages import alert_message, hand_release_terms, money, reengaged_message, release_message
+from ._state import BudgetEvent, EventRecord, Override, StateStore
 
-__all__ = ["Books", "BudgetView"]
+__all__ = ["Books", "BudgetView", "Hold"]
 
 Clock = Callable[[], datetime]
 
@@ -31,13 +32,39 @@ class SpendSource(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Hold:
+    """A hand release in force since `since`: it lapses at `until`, or once spend reaches `ceiling_usd`.
+
+    The ceiling is one more step of spend, (kill_at - alert_at) x limit, past the higher of the
+    kill line and the spend when the release was made: a release grants headroom, not a blank
+    cheque. `until` is the release's own, at the latest the end of its period.
+    """
+
+    since: datetime
+    until: datetime
+    ceiling_usd: Decimal
+
+    @classmethod
+    def of(cls, budget: Budget, window: Window, release: Override) -> Hold:
+        kill_line = budget.kill_at * budget.limit_usd
+        base = kill_line if release.spend_usd is None else max(kill_line, release.spend_usd)
+        until = window[1] if release.until is None else min(release.until, window[1])
+        return cls(release.at, until, base + (budget.kill_at - budget.alert_at) * budget.limit_usd)
+
+    def holds(self, now: datetime, spend_usd: Decimal) -> bool:
+        return now < self.until and spend_usd < self.ceiling_usd
+
+
+@dataclass(frozen=True, slots=True)
 class BudgetView:
-    """One budget as of the last evaluation: its window's spend and whether its kill switch is engaged."""
+    """One budget as of the last evaluation: its window's spend, whether its kill switch is engaged, and
+    the hand release in force, if any."""
 
     state: BudgetState
     engaged: bool
     engaged_since: datetime | None
     reason: str | None
+    release: Hold | None = None
 
     @property
     def budget(self) -> Budget:
@@ -61,9 +88,12 @@ def _matcher(scope: Scope) -> Callable[[Entry], bool]:
     return lambda entry: all(pattern.fullmatch(getattr(entry, name)) for name, pattern in tests)
 
 
-def _money(value: Decimal) -> str:
-    """Dollars with cents, or with four decimals below $10 so small budgets read sensibly."""
-    return f"${value:,.2f}" if abs(value) >= 10 else f"${value:,.4f}"
+def _hold(state: BudgetState, hand: Override | None, now: datetime) -> tuple[Hold | None, bool]:
+    """The hand release in force for `state`'s window (None if none holds), and whether one has lapsed."""
+    if hand is None or hand.action != "released":
+        return None, False
+    hold = Hold.of(state.budget, state.window, hand)
+    return (hold, False) if hold.holds(now, state.spend_usd) else (None, True)
 
 
 class Books:
@@ -73,7 +103,7 @@ class Books:
     crosses it) and on a timer (so a period rolls over even without traffic). Each threshold
     is recorded once per budget window in the state store, before `on_event` is told, so a
     restart neither repeats nor loses it. A kill switch is released when its window ends, or
-    by hand; the release is an event too.
+    by hand until a `Hold` lapses; each release, and each engagement after a lapse, is an event too.
     """
 
     def __init__(
@@ -139,17 +169,36 @@ class Books:
             self.views = {name: self._evaluate(budget, now) for name, budget in self.budgets.items()}
             return self.views
 
-    def set_switch(self, name: str, action: str) -> BudgetView:
-        """Engages (`engaged`) or releases (`released`) `name`'s kill switch by hand until its period ends."""
+    def events(self, name: str) -> list[EventRecord]:
+        """`name`'s events recorded since its current window began (as of the last evaluation), with
+        each target's delivery state; KeyError for a budget not yet evaluated."""
+        return self._store.events(name, self.views[name].state.window[0])
+
+    def set_switch(self, name: str, action: str, *, until: datetime | None = None) -> BudgetView:
+        """Engages (`engaged`) or releases (`released`) `name`'s kill switch by hand; returns its new view.
+
+        An engagement holds until the period ends; engaging a switch already engaged by hand in this
+        period changes nothing (and announces nothing). A release holds until `until` (aware; default
+        and at the latest the period's end) or until spend reaches the release's ceiling, whichever
+        comes first (`Hold`); then the threshold rule applies again. Raises KeyError for an unknown
+        budget, ValueError for an `until` not after now or given with `engaged`.
+        """
         budget = self.budgets.get(name)
         if budget is None:
             raise KeyError(f"no budget named {name!r}; known: {', '.join(sorted(self.budgets)) or 'none'}")
         now = self._clock()
+        if until is not None and (action != "released" or until <= now):
+            raise ValueError(f"until must be a time after now ({now.isoformat()}), and only with a release")
         window = period_window(budget.period, budget.timezone, now)
         with self.lock:
-            self._store.set_override(name, window[0], action, now)
+            current = self._store.hand_override(name, window[0])
+            if action == "engaged" and current is not None and current.action == "engaged":
+                return self.views.get(name) or self._evaluate(budget, now)  # already engaged by hand: nothing new
+            spend = self._spend(budget, window, now) if action == "released" else None
+            seq = self._store.set_override(name, window[0], action, now, until=until, spend_usd=spend)
             if action == "engaged":
-                self._emit(budget, window, "engaged", now, f"Kill switch for budget {name!r} engaged by hand.")
+                text = f"Kill switch for budget {name!r} engaged by hand."
+                self._emit(budget, window, "engaged", now, text, cause=seq)
             self.views[name] = self._evaluate(budget, now)
             return self.views[name]
 
@@ -160,58 +209,50 @@ class Books:
             self._threshold(state, "alert", now)
         if state.level == "kill":
             self._threshold(state, "kill", now)
-        override = self._store.override(budget.name, window[0])
-        manual = override[0] if override else None
-        engaged = manual == "engaged" or (state.level == "kill" and manual != "released")
-        self._releases(budget, window, engaged, now)
+        hand = self._store.hand_override(budget.name, window[0])
+        hold, lapsed = _hold(state, hand, now)
+        engaged = (hand is not None and hand.action == "engaged") or (state.level == "kill" and hold is None)
+        if lapsed and engaged and hand:
+            self._reengage(state, hand, now)
+        self._releases(budget, window, engaged, hand, hold, now)
         if not engaged:
-            return BudgetView(state, False, None, None)
-        if manual == "engaged" and override:
-            return BudgetView(state, True, override[1], "manual")
-        return BudgetView(state, True, self._store.event_time(budget.name, window[0], "kill"), "threshold")
+            return BudgetView(state, False, None, None, hold)
+        if hand and hand.action == "engaged":
+            return BudgetView(state, True, hand.at, "manual")
+        since = self._store.event_time(budget.name, window[0], "reengaged" if lapsed else "kill")
+        return BudgetView(state, True, since, "threshold")
 
     def _threshold(self, state: BudgetState, kind: str, now: datetime) -> None:
         if self._store.event_time(state.budget.name, state.window[0], kind) is None:
             self._emit(state.budget, state.window, kind, now, self._message(state, kind, now))
 
-    def _releases(self, budget: Budget, window: Window, engaged: bool, now: datetime) -> None:
-        for start in self._store.unreleased_kills(budget.name):
-            if start != window[0] or not engaged:
-                how = "its period ended" if start != window[0] else "it was released by hand"
-                text = f"Kill switch for budget {budget.name!r} released: {how}. Calls in its scope go ahead again."
-                self._emit(budget, (start, window[1]), "release", now, text)
+    def _reengage(self, state: BudgetState, hand: Override, now: datetime) -> None:
+        """Announces, once per hand release, that it lapsed and the switch is engaged again."""
+        budget = state.budget
+        full = Hold.of(budget, state.window, hand)
+        why = f"spend reached {money(full.ceiling_usd)}" if state.spend_usd >= full.ceiling_usd else "its time ran out"
+        self._emit(budget, state.window, "reengaged", now, reengaged_message(state, why), cause=hand.seq)
 
-    def _emit(self, budget: Budget, window: Window, kind: str, now: datetime, message: str) -> None:
-        event = BudgetEvent(budget.name, window[0], kind, now, message)
+    def _releases(
+        self, budget: Budget, window: Window, engaged: bool, hand: Override | None, hold: Hold | None, now: datetime
+    ) -> None:
+        for start in self._store.unreleased_kills(budget.name):
+            if start == window[0] and engaged:
+                continue
+            cause, how = 0, "its period ended"
+            if start == window[0] and hold is not None and hand is not None:
+                cause, how = hand.seq, hand_release_terms(budget, hold.until, hold.ceiling_usd)
+            elif start == window[0]:
+                how = "spend is below its kill line again"
+            self._emit(budget, (start, window[1]), "release", now, release_message(budget, how), cause=cause)
+
+    def _emit(self, budget: Budget, window: Window, kind: str, now: datetime, message: str, cause: int = 0) -> None:
+        event = BudgetEvent(budget.name, window[0], kind, now, message, cause)
         if self._store.record(event):
             self._on_event(event)
 
     def _message(self, state: BudgetState, kind: str, now: datetime) -> str:
-        budget, (start, end) = state.budget, state.window
-        percent = state.used_ratio * 100
-        local_end = end.astimezone(budget.timezone).strftime("%Y-%m-%d %H:%M %Z")
-        head = f"KILL SWITCH engaged for budget {budget.name!r}" if kind == "kill" else f"Budget {budget.name!r} alert"
-        lines = [
-            f"{head}: {percent:.0f}% used, {_money(state.spend_usd)} of {_money(budget.limit_usd)} this {budget.period}"
-            f" (period ends {local_end}).",
-            f"Projected spend at period end at the current rate: {_money(state.projected_usd(now))}.",
-        ]
-        for by in ("request_type", "model"):
-            top = self._ledger.top(budget.scope, start, end, by, 3)
-            if top:
-                lines.append(f"Top {by.replace('_', ' ')}s: " + ", ".join(f"{k} {_money(v)}" for k, v in top) + ".")
-        if kind == "kill":
-            lines.append(
-                f"Calls in scope {_scope_text(budget.scope)} are refused until {local_end}, "
-                f"or until `watcher killswitch release {budget.name}`."
-            )
-        return "\n".join(lines)
-
-
-def _scope_text(scope: Scope) -> str:
-    parts = [
-        f"{name}={value}"
-        for name in ("request_type", "model", "service", "environment")
-        if (value := getattr(scope, name)) is not None
-    ]
-    return "{" + ", ".join(parts) + "}" if parts else "(everything)"
+        start, end = state.window
+        scope = state.budget.scope
+        top = {by: self._ledger.top(scope, start, end, by, 3) for by in ("request_type", "model")}
+        return alert_message(state, kind, now, top)

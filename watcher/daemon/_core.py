@@ -10,10 +10,11 @@ from typing import Any
 from watcher.ledger import Entry, Ledger, Scope
 from watcher.pricing import PriceTable
 
-from ._books import Books, BudgetView
+from ._books import Books, BudgetView, Hold
 from ._decode import SpanRecord
 from ._metrics import Counters, SpendCounters
 from ._normalize import normalize
+from ._state import EventRecord
 
 __all__ = ["Daemon", "IngestResult"]
 
@@ -78,8 +79,14 @@ class Daemon:
         engaged = [self._switch_json(view) for view in self.books.views.values() if view.engaged]
         return {"version": 1, "generated_at": _iso(now), "engaged": engaged}
 
+    def set_switch(self, name: str, action: str, until: datetime | None = None) -> dict[str, Any]:
+        """The answer to `POST /v1/killswitch/NAME/engage|release` (docs/api.md); raises as `Books.set_switch`."""
+        view = self.books.set_switch(name, action, until=until)
+        return {"budget": name, "engaged": view.engaged, "until": _iso(view.release.until) if view.release else None}
+
     def budgets(self, now: datetime) -> dict[str, Any]:
-        """The `/v1/budgets` document: every budget's period, spend, limit, state and reset."""
+        """The `/v1/budgets` document (docs/api.md): every budget's period, spend, limit, state, reset, the
+        hand release in force, and this period's events with each alert target's delivery state."""
         return {
             "version": 1,
             "generated_at": _iso(now),
@@ -98,9 +105,8 @@ class Daemon:
             "reason": view.reason,
         }
 
-    @staticmethod
-    def _budget_json(view: BudgetView, now: datetime) -> dict[str, Any]:
-        state = view.state
+    def _budget_json(self, view: BudgetView, now: datetime) -> dict[str, Any]:
+        state, hold = view.state, view.release
         return {
             "name": view.budget.name,
             "scope": _scope_json(view.budget.scope),
@@ -114,5 +120,16 @@ class Daemon:
             "projected_usd": float(state.projected_usd(now)),
             "alert_at": float(view.budget.alert_at),
             "kill_at": float(view.budget.kill_at),
-            "state": "killed" if view.engaged else state.level,
+            "state": "killed" if view.engaged else "released" if hold else state.level,
+            "release": _hold_json(hold) if hold else None,
+            "events": [_event_json(record) for record in self.books.events(view.budget.name)],
         }
+
+
+def _hold_json(hold: Hold) -> dict[str, Any]:
+    return {"since": _iso(hold.since), "until": _iso(hold.until), "ceiling_usd": float(hold.ceiling_usd)}
+
+
+def _event_json(record: EventRecord) -> dict[str, Any]:
+    deliveries = [{"target": d.target, "state": d.state, "attempts": d.attempts} for d in record.deliveries]
+    return {"kind": record.event.kind, "at": _iso(record.event.at), "deliveries": deliveries}

@@ -147,14 +147,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, response.SerializeToString(), "application/x-protobuf")
 
     def _switch(self, path: str) -> None:
-        self._read_body()
+        body = self._read_body()
         name, action = path.removeprefix("/v1/killswitch/").rsplit("/", 1)
         try:
-            view = self.server.core.books.set_switch(name, "engaged" if action == "engage" else "released")
+            until = _until(body) if action == "release" else None
+            answer = self.server.core.set_switch(name, "engaged" if action == "engage" else "released", until)
         except KeyError as error:
             self._json(404, {"error": str(error.args[0])})
             return
-        self._json(200, {"budget": name, "engaged": view.engaged})
+        except ValueError as error:
+            self._json(400, {"error": str(error)})
+            return
+        self._json(200, answer)
 
     def _read_body(self) -> bytes:
         """The request body, refusing (BodyError 413) one over the limit before reading it."""
@@ -201,6 +205,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("connection", "close")
         self.end_headers()
         self.wfile.write(payload)
+
+
+_UNTIL_FORM = 'a release body is empty or {"until": TIME}, TIME in RFC 3339 with an offset, e.g. 2026-11-25T18:00:00Z'
+
+
+def _until(body: bytes) -> datetime | None:
+    """The `until` of a release body, None for an empty body; ValueError saying the expected form."""
+    if not body.strip():
+        return None
+    try:
+        document = json.loads(body)
+        text = document.pop("until", None)
+        until = None if text is None else datetime.fromisoformat(text)
+    except (ValueError, TypeError, AttributeError):
+        raise ValueError(_UNTIL_FORM) from None
+    if document or (until is not None and until.utcoffset() is None):
+        raise ValueError(_UNTIL_FORM)
+    return until
 
 
 def _grpc_code(status: int) -> int:

@@ -162,10 +162,23 @@ class WatcherCollector(Collector):
             for family, value in zip(families, values, strict=True):
                 family.add_metric([name], float(value))
         yield from families
-        yield CounterMetricFamily("watcher_alerts_sent", "Alerts delivered.", value=self._dispatcher.sent)
-        yield CounterMetricFamily(
-            "watcher_alert_failures", "Alert deliveries that failed (retried).", value=self._dispatcher.failures
+        yield from self._alert_metrics()
+
+    def _alert_metrics(self) -> Iterator[Metric]:
+        """Per target (redacted, from the configuration: bounded); `state` is `pending` for a failed try that
+        will be retried, `failed` for the last one allowed."""
+        sent = CounterMetricFamily("watcher_alerts_sent", "Alert messages delivered, by target.", labels=["target"])
+        failures = CounterMetricFamily(
+            "watcher_alert_failures",
+            "Alert delivery attempts that failed, by target; state=failed when it was the last attempt.",
+            labels=["target", "state"],
         )
+        delivered, failed = self._dispatcher.counts()
+        for target in self._dispatcher.targets:
+            sent.add_metric([target], delivered.get(target, 0))
+        for (target, state), count in sorted(failed.items()):
+            failures.add_metric([target, state], count)
+        yield from (sent, failures)
 
     def _ingest_metrics(self) -> Iterator[Metric]:
         c = self._counters

@@ -6,7 +6,7 @@ import ipaddress
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +18,7 @@ from watcher.ledger import Ledger, open_ledger
 from watcher.pricing import load_price_table
 from watcher.settings import Settings
 
-from ._alerts import AppriseNotifier, Dispatcher, LogNotifier, Notifier
+from ._alerts import Dispatcher, LogNotifier, Notifier, apprise_targets
 from ._books import Books
 from ._core import Daemon
 from ._grpc import start_grpc
@@ -48,13 +48,14 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _notifier(settings: Settings) -> Notifier:
+def _targets(settings: Settings) -> dict[str, Notifier]:
+    """One notifier per apprise target; the daemon's log when none is configured."""
     urls = [*settings.alert_urls, *settings.alerts.urls]
     config = settings.alerts.apprise_config
     if not urls and config is None:
-        return LogNotifier()
+        return {"log": LogNotifier()}
     try:
-        return AppriseNotifier(urls, str(config) if config else None)
+        return apprise_targets(urls, str(config) if config else None)
     except ValueError as error:
         raise ConfigError(str(error)) from None
 
@@ -117,9 +118,13 @@ def build(
     budgets: list[Budget] | None = None,
     config_file: Path | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    notifier: Notifier | None = None,
+    notifier: Notifier | Mapping[str, Notifier] | None = None,
 ) -> Running:
-    """Everything `watcher serve` runs, built and checked; raises ConfigError before binding anything bad."""
+    """Everything `watcher serve` runs, built and checked; raises ConfigError before binding anything bad.
+
+    `notifier` replaces the configured alert targets: a mapping of target names to notifiers, or
+    one notifier (a single target named `default`).
+    """
     host, port = parse_listen(settings.listen)
     token = settings.token.get_secret_value() if settings.token else None
     if not _is_loopback(host) and not token:
@@ -129,7 +134,11 @@ def build(
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     ledger = open_ledger(settings.ledger_url())
     store = StateStore(settings.state_dir / "state.db")
-    dispatcher = Dispatcher(notifier or _notifier(settings), store)
+    if notifier is None:
+        targets = _targets(settings)
+    else:
+        targets = dict(notifier) if isinstance(notifier, Mapping) else {"default": notifier}
+    dispatcher = Dispatcher(targets, store, max_attempts=settings.alert_max_attempts)
     books = Books(budgets, ledger, store, clock, dispatcher.submit)
     prices = load_price_table(settings.prices_file)
     daemon = Daemon(ledger, prices, books, default_request_type=settings.default_request_type)

@@ -1,33 +1,23 @@
-"""The daemon's own durable state: budget events sent exactly once, and kill switches set by hand."""
+"""The daemon's own durable state: budget events, their delivery to each alert target, and hand overrides."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
-__all__ = ["BudgetEvent", "StateStore"]
+from watcher.ledger import from_nanos, to_nanos
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS budget_events (
-    budget TEXT NOT NULL,
-    window_start_us INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    at_us INTEGER NOT NULL,
-    message TEXT NOT NULL,
-    delivered INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (budget, window_start_us, kind)
-);
-CREATE TABLE IF NOT EXISTS overrides (
-    budget TEXT NOT NULL,
-    window_start_us INTEGER NOT NULL,
-    action TEXT NOT NULL,
-    at_us INTEGER NOT NULL,
-    PRIMARY KEY (budget, window_start_us)
-);
-"""
+from ._schema import migrate
+
+__all__ = ["BudgetEvent", "Delivery", "EventRecord", "Override", "StateStore"]
+
+_ON = ("kill", "engaged", "reengaged")  # kinds that announce a switch engaged; a `release` announces it off
+_KEY = "budget = ? AND window_start_us = ? AND kind = ? AND cause = ?"
 
 
 def _us(moment: datetime) -> int:
@@ -40,19 +30,57 @@ def _moment(us: int) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class BudgetEvent:
-    """A threshold reached (`alert`, `kill`) or a switch released (`release`) in one budget window."""
+    """A threshold reached (`alert`, `kill`), a switch set by hand (`engaged`), re-engaged when its hand
+    release lapsed (`reengaged`) or released (`release`), in one budget window.
+
+    `cause` tells apart events of one kind in one window: 0 for a threshold or a period end (once
+    per window), the `seq` of the hand action that caused it otherwise (once per action).
+    """
 
     budget: str
     window_start: datetime
     kind: str
     at: datetime
     message: str
+    cause: int = 0
+
+    def key(self) -> tuple[str, int, str, int]:
+        return (self.budget, _us(self.window_start), self.kind, self.cause)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event's delivery to one alert target: `pending`, `delivered` or `failed` (gave up), after `attempts`."""
+
+    target: str
+    state: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """An event as stored, with its delivery to each target the dispatcher was given."""
+
+    event: BudgetEvent
+    deliveries: tuple[Delivery, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """A budget's switch set by hand for one window: `engaged` or `released` at `at`, the store's `seq`-th
+    hand action; a release carries its `until` (None: the window's end) and the spend when it was made."""
+
+    action: str
+    at: datetime
+    seq: int
+    until: datetime | None
+    spend_usd: Decimal | None
 
 
 class StateStore:
     """SQLite tables beside the ledger. Thread-safe (one connection behind a lock); every write is
-    committed before the method returns (WAL, synchronous=FULL), so a restart never re-sends an
-    alert that was recorded as delivered, and sends one that was recorded but not yet delivered."""
+    committed before the method returns (WAL, synchronous=FULL), so a restart neither repeats an
+    event nor loses one, and never re-sends to a target what it recorded as delivered there."""
 
     def __init__(self, path: Path | str) -> None:
         self._lock = threading.Lock()
@@ -60,68 +88,143 @@ class StateStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        migrate(self._db)
 
     def record(self, event: BudgetEvent) -> bool:
-        """Stores `event` unless one of its kind exists for that budget window; True when it is new."""
+        """Stores `event` unless one with its budget, window, kind and cause exists; True when it is new."""
         with self._lock:
             cursor = self._db.execute(
-                "INSERT OR IGNORE INTO budget_events (budget, window_start_us, kind, at_us, message) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (event.budget, _us(event.window_start), event.kind, _us(event.at), event.message),
+                "INSERT OR IGNORE INTO budget_events (budget, window_start_us, kind, cause, at_us, message) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (event.budget, _us(event.window_start), event.kind, event.cause, _us(event.at), event.message),
             )
             return cursor.rowcount == 1
 
     def event_time(self, budget: str, window_start: datetime, kind: str) -> datetime | None:
+        """When the latest event of `kind` in that window was recorded; None if there is none."""
         with self._lock:
             row = self._db.execute(
-                "SELECT at_us FROM budget_events WHERE budget = ? AND window_start_us = ? AND kind = ?",
+                "SELECT at_us FROM budget_events WHERE budget = ? AND window_start_us = ? AND kind = ? "
+                "ORDER BY rowid DESC LIMIT 1",
                 (budget, _us(window_start), kind),
             ).fetchone()
         return _moment(row[0]) if row else None
 
     def undelivered(self) -> list[BudgetEvent]:
-        """Events recorded but not yet delivered, oldest first (to send after a restart)."""
+        """Events not yet settled for every target, in the order they were recorded (to resume after a restart)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT budget, window_start_us, kind, at_us, message FROM budget_events "
-                "WHERE delivered = 0 ORDER BY at_us"
+                "SELECT budget, window_start_us, kind, at_us, message, cause FROM budget_events "
+                "WHERE settled = 0 ORDER BY rowid"
             ).fetchall()
-        return [BudgetEvent(b, _moment(w), k, _moment(a), m) for b, w, k, a, m in rows]
+        return [BudgetEvent(b, _moment(w), k, _moment(a), m, c) for b, w, k, a, m, c in rows]
 
-    def mark_delivered(self, event: BudgetEvent) -> None:
+    def open_deliveries(self, event: BudgetEvent, targets: Iterable[str]) -> dict[str, Delivery]:
+        """Adds a `pending` delivery of `event` for each of `targets` that has none (one committed write);
+        returns the delivery of every one of `targets`."""
+        names = list(targets)
+        with self._lock:
+            with self._db:  # one transaction for all targets
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO deliveries (budget, window_start_us, kind, cause, target, state) "
+                    "VALUES (?, ?, ?, ?, ?, 'pending')",
+                    [(*event.key(), name) for name in names],
+                )
+            rows = self._db.execute(f"SELECT target, state, attempts FROM deliveries WHERE {_KEY}", event.key())
+            found = {target: Delivery(target, state, attempts) for target, state, attempts in rows}
+        return {name: found[name] for name in names}
+
+    def deliveries(self, event: BudgetEvent) -> dict[str, str]:
+        """The delivery state of `event` by target, for every target it was opened for."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT target, state FROM deliveries WHERE {_KEY}", event.key()).fetchall()
+        return dict(rows)
+
+    def set_delivery(self, event: BudgetEvent, delivery: Delivery) -> None:
+        """Records one target's delivery state of `event`, committed before it returns."""
         with self._lock:
             self._db.execute(
-                "UPDATE budget_events SET delivered = 1 WHERE budget = ? AND window_start_us = ? AND kind = ?",
-                (event.budget, _us(event.window_start), event.kind),
+                "INSERT INTO deliveries (budget, window_start_us, kind, cause, target, state, attempts) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET state = excluded.state, "
+                "attempts = excluded.attempts",
+                (*event.key(), delivery.target, delivery.state, delivery.attempts),
             )
+
+    def settle(self, event: BudgetEvent) -> None:
+        """Marks `event` done: every target has its final state, so a restart does not look at it again."""
+        with self._lock:
+            self._db.execute(f"UPDATE budget_events SET settled = 1 WHERE {_KEY}", event.key())
+
+    def events(self, budget: str, since: datetime) -> list[EventRecord]:
+        """`budget`'s events recorded at or after `since`, oldest first, each with its deliveries by target."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT budget, window_start_us, kind, at_us, message, cause FROM budget_events "
+                "WHERE budget = ? AND at_us >= ? ORDER BY rowid",
+                (budget, _us(since)),
+            ).fetchall()
+            events = [BudgetEvent(b, _moment(w), k, _moment(a), m, c) for b, w, k, a, m, c in rows]
+            return [EventRecord(event, self._deliveries(event)) for event in events]
+
+    def _deliveries(self, event: BudgetEvent) -> tuple[Delivery, ...]:
+        rows = self._db.execute(
+            f"SELECT target, state, attempts FROM deliveries WHERE {_KEY} ORDER BY rowid", event.key()
+        ).fetchall()
+        return tuple(Delivery(*row) for row in rows)
 
     def unreleased_kills(self, budget: str) -> list[datetime]:
-        """Window starts in which `budget` was killed (by threshold or by hand) and no release was recorded."""
+        """Window starts in which the latest switch event of `budget` announced it engaged (by threshold, by
+        hand, or again after a hand release lapsed), with no release recorded after it."""
+        marks = ", ".join("?" * len(_ON))
         with self._lock:
             rows = self._db.execute(
-                "SELECT DISTINCT window_start_us FROM budget_events e WHERE budget = ? AND kind IN ('kill', 'engaged') "
-                "AND NOT EXISTS (SELECT 1 FROM budget_events r WHERE r.budget = e.budget "
-                "AND r.window_start_us = e.window_start_us AND r.kind = 'release')",
-                (budget,),
+                f"SELECT window_start_us, kind FROM budget_events WHERE budget = ? AND kind IN ({marks}, 'release') "
+                "ORDER BY rowid",
+                (budget, *_ON),
             ).fetchall()
-        return [_moment(row[0]) for row in rows]
+        latest = {start: kind for start, kind in rows}
+        return [_moment(start) for start, kind in latest.items() if kind in _ON]
 
-    def set_override(self, budget: str, window_start: datetime, action: str, at: datetime) -> None:
-        """Engages (`engaged`) or releases (`released`) a budget's switch by hand for one window."""
+    def set_override(
+        self,
+        budget: str,
+        window_start: datetime,
+        action: str,
+        at: datetime,
+        *,
+        until: datetime | None = None,
+        spend_usd: Decimal | None = None,
+    ) -> int:
+        """Engages (`engaged`) or releases (`released`) a budget's switch by hand for one window, replacing
+        an earlier hand action there; returns the action's `seq`, which grows with every hand action."""
+        spend = None if spend_usd is None else to_nanos(spend_usd)
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO overrides (budget, window_start_us, action, at_us) VALUES (?, ?, ?, ?)",
-                (budget, _us(window_start), action, _us(at)),
-            )
+            (seq,) = self._db.execute(
+                "INSERT OR REPLACE INTO overrides (budget, window_start_us, action, at_us, seq, until_us, spend_nanos) "
+                "VALUES (?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM overrides), ?, ?) RETURNING seq",
+                (budget, _us(window_start), action, _us(at), None if until is None else _us(until), spend),
+            ).fetchone()
+        return int(seq)
 
     def override(self, budget: str, window_start: datetime) -> tuple[str, datetime] | None:
+        """The hand action for that window as (action, at); None if there was none."""
+        found = self.hand_override(budget, window_start)
+        return (found.action, found.at) if found else None
+
+    def hand_override(self, budget: str, window_start: datetime) -> Override | None:
+        """The hand action for that window with its terms; None if there was none."""
         with self._lock:
             row = self._db.execute(
-                "SELECT action, at_us FROM overrides WHERE budget = ? AND window_start_us = ?",
+                "SELECT action, at_us, seq, until_us, spend_nanos FROM overrides "
+                "WHERE budget = ? AND window_start_us = ?",
                 (budget, _us(window_start)),
             ).fetchone()
-        return (row[0], _moment(row[1])) if row else None
+        if row is None:
+            return None
+        action, at, seq, until, spend = row
+        until_at = None if until is None else _moment(until)
+        return Override(action, _moment(at), seq, until_at, None if spend is None else from_nanos(spend))
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,90 @@
+"""The state store's SQLite schema, and the migration of an older state.db to it."""
+
+from __future__ import annotations
+
+import sqlite3
+
+__all__ = ["VERSION", "migrate"]
+
+VERSION = 1
+
+# An event is one row, keyed by budget, window, kind and cause: 0 for events of a threshold or a period
+# end (one per window), the `seq` of the hand action for events a hand action caused (one per action).
+# `settled` is 1 once every alert target has a final delivery state; `deliveries` holds those states.
+_TABLES = """
+CREATE TABLE budget_events (
+    budget TEXT NOT NULL,
+    window_start_us INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    cause INTEGER NOT NULL DEFAULT 0,
+    at_us INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    settled INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (budget, window_start_us, kind, cause)
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    budget TEXT NOT NULL,
+    window_start_us INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    cause INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (budget, window_start_us, kind, cause, target)
+);
+"""
+_OVERRIDES = """
+CREATE TABLE overrides (
+    budget TEXT NOT NULL,
+    window_start_us INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    at_us INTEGER NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0,
+    until_us INTEGER,
+    spend_nanos INTEGER,
+    PRIMARY KEY (budget, window_start_us)
+);
+"""
+# Version 0 had one `delivered` flag per event (set when apprise took it for every URL at once), no
+# cause, and overrides without seq, until or spend. Its rows are kept: a delivered event stays settled
+# (never sent again), an undelivered one is pending for every target, rows keep their order.
+_FROM_0 = """
+ALTER TABLE budget_events RENAME TO budget_events_v0;
+{tables}
+INSERT INTO budget_events (budget, window_start_us, kind, cause, at_us, message, settled)
+    SELECT budget, window_start_us, kind, 0, at_us, message, delivered FROM budget_events_v0 ORDER BY rowid;
+DROP TABLE budget_events_v0;
+ALTER TABLE overrides ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE overrides ADD COLUMN until_us INTEGER;
+ALTER TABLE overrides ADD COLUMN spend_nanos INTEGER;
+UPDATE overrides SET seq = rowid;
+"""
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Brings the file to `VERSION` in one transaction: creates it, or migrates version 0 keeping its rows.
+
+    Safe against a second process opening the same file at once (the write lock is taken first).
+    Raises RuntimeError for a file written by a newer watcher.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > VERSION:
+            raise RuntimeError(f"state.db has schema version {version}, newer than this watcher's {VERSION}; upgrade")
+        if version < VERSION:
+            _steps(db, version)
+            db.execute(f"PRAGMA user_version = {VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _steps(db: sqlite3.Connection, version: int) -> None:
+    """Runs the statements that take a file at `version` (0: empty, or the first schema) to `VERSION`."""
+    has_events = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'budget_events'").fetchone()
+    script = _FROM_0.format(tables=_TABLES) if has_events else _TABLES + _OVERRIDES
+    for statement in script.split(";"):  # executescript would commit the open transaction
+        if statement.strip():
+            db.execute(statement)
