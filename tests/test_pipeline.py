@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 
@@ -26,14 +27,29 @@ def receiver() -> Iterator[OTLPReceiver]:
         yield running
 
 
-def run_app(script: str, fake: FakeAnthropic, **env: str) -> subprocess.CompletedProcess[str]:
-    """Runs `script` as a fresh application process, as a user would, and waits for it to exit."""
+def app_env(**env: str) -> dict[str, str]:
+    """The environment of a fresh application process: this one's, without OTEL_, WATCHER_ and ANTHROPIC_
+    settings, plus `env`."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "WATCHER_", "ANTHROPIC_"))}
     full_env.update(env)
+    return full_env
+
+
+def run_app(script: str, fake: FakeAnthropic, **env: str) -> subprocess.CompletedProcess[str]:
+    """Runs `script` as a fresh application process, as a user would, and waits for it to exit.
+
+    Its spool is a directory of its own unless `env` names one (WATCHER_SPOOL_DIR).
+    """
     code = f"BASE_URL = {fake.base_url!r}\n" + textwrap.dedent(script)
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=60, check=False
-    )
+    with tempfile.TemporaryDirectory(prefix="watcher-spool-") as spool:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env=app_env(**{"WATCHER_SPOOL_DIR": spool, **env}),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     assert done.returncode == 0, done.stderr
     return done
 
