@@ -52,7 +52,8 @@ def instrument(
         poller = _poller(settings)
         set_hook(Hook(recorder, poller.board.check if poller else None))
         patch_clients()
-        atexit.register(_at_exit, recorder, tracer)
+        atexit.register(_at_exit)
+        _exit_before_providers()
         _installed.append((recorder, tracer, poller))
 
 
@@ -71,11 +72,12 @@ def uninstrument() -> None:
         if poller is not None:
             poller.stop()
         atexit.unregister(_at_exit)
-        _at_exit(recorder, tracer)
+        _finish(recorder, tracer)
 
 
 def flush(timeout_s: float = 5.0) -> bool:
-    """Records every span still waiting and exports them now; True when the export finished in time.
+    """Records every span still waiting and exports them now; True when the export finished in time
+    (delivered, or kept in the spool when the daemon is down).
 
     Blocks. For short-lived processes (jobs, serverless handlers) that must not end before
     their spend is reported; long-running applications never need it, and exit flushes anyway.
@@ -95,21 +97,55 @@ def _poller(settings: Settings) -> KillSwitchPoller | None:
     resource = Resource.create().attributes
     environment = resource.get("deployment.environment.name") or resource.get("deployment.environment")
     token = settings.token.get_secret_value() if settings.token else None
-    return KillSwitchPoller(
+    poller = KillSwitchPoller(
         DaemonClient(settings.endpoint, token),
         interval_s=settings.killswitch_poll_s,
         service=str(resource.get("service.name", "unknown_service")),
         environment=str(environment or "default"),
         fail_closed=settings.fail_mode == "closed",
     ).start()
+    return poller
 
 
-def _at_exit(recorder: Recorder, tracer: TracerChoice) -> None:
-    """Records streams still open and spans still queued, then flushes watcher's own exporter.
-
-    Registered after the private provider exists, so it runs first (atexit is last-in,
-    first-out): no spend is lost at exit.
-    """
+def _finish(recorder: Recorder, tracer: TracerChoice) -> None:
+    """Records streams still open and spans still queued, then flushes and stops watcher's own exporter."""
     finish_live_streams()
     recorder.pending.stop()
     tracer.shutdown()
+
+
+def _at_exit() -> None:
+    """At interpreter exit, `_finish` for what is installed, before any OpenTelemetry provider shuts down.
+
+    A TracerProvider registers its own shutdown with atexit when it is built. An application
+    that builds one after `import watcher.auto` would have it shut down first (atexit is
+    last-in, first-out) and the spans watcher still queues would go nowhere; see
+    `_exit_before_providers` for how this handler moves ahead of it.
+    """
+    installed = _installed[-1] if _installed else None  # no lock: a thread holding it must not block exit
+    if installed is not None:
+        _finish(installed[0], installed[1])
+
+
+def _exit_before_providers() -> None:
+    """Makes `_at_exit` the first atexit handler to run, whatever was registered after it. Once per process.
+
+    Python calls the callbacks of `threading._register_atexit` when the main thread ends, before
+    it joins other threads and before any atexit handler: one of them re-registers `_at_exit`,
+    which puts it last in the atexit list, so it runs first. Without that hook (another Python),
+    atexit order stays as registered.
+    """
+    global _ordered
+    register = getattr(threading, "_register_atexit", None)
+    if _ordered or register is None:
+        return
+    _ordered = True
+    register(_move_ahead)
+
+
+def _move_ahead() -> None:
+    atexit.unregister(_at_exit)
+    atexit.register(_at_exit)
+
+
+_ordered = False
