@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import atexit
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -13,6 +15,7 @@ from opentelemetry.trace import TracerProvider
 from .._client import DaemonClient
 from ..pricing import PriceTable, load_price_table
 from ..settings import Settings
+from ._fork import in_child
 from ._killswitch import KillSwitchPoller
 from ._middleware import Hook, set_hook
 from ._patch import patch_clients, unpatch_clients
@@ -104,6 +107,7 @@ def _poller(settings: Settings) -> KillSwitchPoller | None:
         environment=str(environment or "default"),
         fail_closed=settings.fail_mode == "closed",
     ).start()
+    in_child(poller.restart_in_child)
     return poller
 
 
@@ -148,4 +152,36 @@ def _move_ahead() -> None:
     atexit.register(_at_exit)
 
 
+def _in_child() -> None:
+    """A forked child starts with a free lock (the fork may have caught another thread holding it), and
+    a child of multiprocessing, which leaves by `os._exit` without atexit, records its spans as it ends."""
+    global _lock
+    _lock = threading.Lock()
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None and _installed:
+        util.register_after_fork(_CHILD, _finish_with_process)
+
+
+class _Child:
+    """What multiprocessing's after-fork registry holds (weakly) for watcher."""
+
+
+def _finish_with_process(_: _Child) -> None:
+    """Run by multiprocessing in its child once it has cleared the parent's finalizers: `_exit_in_child`
+    runs when the child's `run()` returns."""
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(None, _exit_in_child, exitpriority=100)
+
+
+def _exit_in_child() -> None:
+    """`_finish`, then a flush of the application's provider too: no atexit handler runs in this child."""
+    installed = _installed[-1] if _installed else None
+    if installed is not None:
+        _finish(installed[0], installed[1])
+        installed[1].force_flush(5.0)
+
+
+_CHILD = _Child()
 _ordered = False
+os.register_at_fork(after_in_child=_in_child)
