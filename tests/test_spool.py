@@ -195,6 +195,17 @@ def test_the_drop_warning_gives_the_count_and_is_rate_limited(caplog: pytest.Log
     assert drops.take() == 12 and drops.take() == 0
 
 
+def test_drops_handed_to_a_request_that_fails_are_reported_by_a_later_one() -> None:
+    """The count goes to one request at a time and comes back when that request is not accepted."""
+    drops = Drops("the spool")
+    drops.add(7)
+    in_flight = drops.take()
+    assert (in_flight, drops.take()) == (7, 0)  # a second request meanwhile reports nothing twice
+    drops.add(1)
+    drops.give_back(in_flight)
+    assert drops.take() == 8
+
+
 def test_a_request_the_daemon_refuses_for_good_is_not_kept(daemon: DaemonProcess, tmp_path: Path) -> None:
     """A body the daemon answers 400 to would be refused forever: it is dropped, not spooled."""
     exporter = FastOTLPSpanExporter(endpoint=f"{daemon.url}/v1/traces")
