@@ -33,13 +33,15 @@ def endpoint_dir(root: Path, endpoint: str) -> Path:
 class Spool:
     """A directory of encoded OTLP export requests, oldest first by name, at most `max_bytes` in all.
 
-    Thread-safe and shared safely by processes: a file appears whole (written under a temporary
-    name, then renamed), so a reader never sees half a request, and a process killed mid-write
-    leaves only a temporary file, removed once stale. Replays take turns through a lock file
-    (`turn()`), so two processes never send the same file. The size bound counts every process's
-    files: the directory is rescanned every `rescan_s`, and this process's own writes and removals
-    are counted in between. Files survive the process, not the machine: nothing is fsynced.
-    Nothing here runs on the application's thread: the exporter and the replayer call it.
+    Used by two threads at once (the exporter adds, the replayer removes) and shared by
+    processes: a file appears whole (written under a temporary name, then renamed), so a reader
+    never sees half a request, and a process killed mid-write leaves only a temporary file,
+    removed once stale. Replays take turns through a lock file (`turn()`), so two processes never
+    send the same file. The size bound counts every process's files: the directory is rescanned
+    every `rescan_s`, and this process's own writes and removals are counted in between (so what
+    other processes wrote meanwhile may pass it a little). Files survive the process, not the
+    machine: nothing is fsynced. Nothing here runs on the application's thread: the exporter and
+    the replayer call it.
     """
 
     def __init__(
