@@ -18,6 +18,14 @@ os.environ.setdefault("ANTHROPIC_OPEN_TELEMETRY", "false")
 os.environ.setdefault("WATCHER_KILLSWITCH_POLL_S", "0")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _spool_out_of_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Spans a test's exporter cannot deliver are spooled under the session's temporary directory, never the
+    user's. A test that spools on purpose passes its own `spool_dir`: ports are reused, so a shared spool could
+    replay one test's spans into another's receiver."""
+    os.environ.setdefault("WATCHER_SPOOL_DIR", str(tmp_path_factory.mktemp("spool")))
+
+
 @pytest.fixture
 def fake_api() -> Iterator[FakeAnthropic]:
     with FakeAnthropic() as fake:

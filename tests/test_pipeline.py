@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 
@@ -26,14 +27,29 @@ def receiver() -> Iterator[OTLPReceiver]:
         yield running
 
 
-def run_app(script: str, fake: FakeAnthropic, **env: str) -> subprocess.CompletedProcess[str]:
-    """Runs `script` as a fresh application process, as a user would, and waits for it to exit."""
+def app_env(**env: str) -> dict[str, str]:
+    """The environment of a fresh application process: this one's, without OTEL_, WATCHER_ and ANTHROPIC_
+    settings, plus `env`."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "WATCHER_", "ANTHROPIC_"))}
     full_env.update(env)
+    return full_env
+
+
+def run_app(script: str, fake: FakeAnthropic, **env: str) -> subprocess.CompletedProcess[str]:
+    """Runs `script` as a fresh application process, as a user would, and waits for it to exit.
+
+    Its spool is a directory of its own unless `env` names one (WATCHER_SPOOL_DIR).
+    """
     code = f"BASE_URL = {fake.base_url!r}\n" + textwrap.dedent(script)
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=60, check=False
-    )
+    with tempfile.TemporaryDirectory(prefix="watcher-spool-") as spool:
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            env=app_env(**{"WATCHER_SPOOL_DIR": spool, **env}),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     assert done.returncode == 0, done.stderr
     return done
 
@@ -139,3 +155,26 @@ def test_with_the_sdks_own_tracing_on_there_is_exactly_one_cost_bearing_span(fak
     assert len(costed) == 2
     sdk_ids = {span_id for name, _, _, span_id in spans if name == "anthropic.messages.create"}
     assert all(parent in sdk_ids for _, _, parent, _ in costed)
+
+
+def test_an_application_provider_set_after_import_still_gets_the_last_spans_at_exit(
+    fake_api: FakeAnthropic, receiver: OTLPReceiver
+) -> None:
+    """Exit records watcher's queued spans before the application's own provider (built later) shuts down."""
+    script = f"""
+    import watcher.auto, anthropic
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint="{receiver.endpoint}/v1/traces")))
+    trace.set_tracer_provider(provider)
+    client = anthropic.Anthropic(base_url=BASE_URL, api_key="k")
+    for _ in range(3):
+        client.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=[{{"role": "user", "content": "hi"}}])
+    """
+    env = {"WATCHER_ENDPOINT": "http://127.0.0.1:9", "WATCHER_KILLSWITCH_POLL_S": "0"}
+    run_app(script, fake_api, ANTHROPIC_OPEN_TELEMETRY="false", **env)
+    spans = receiver.wait_for(3)
+    assert [span.attributes["gen_ai.usage.cost.amount"] > 0 for span in spans] == [True] * 3

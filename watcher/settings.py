@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -24,6 +24,11 @@ CONFIG_FILE_ENV = "WATCHER_CONFIG"
 def _default_state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "watcher"
+
+
+def _empty_is_none(value: object) -> object:
+    """An empty string (`WATCHER_SPOOL_DIR=`) means "none": the setting is turned off."""
+    return None if value == "" else value
 
 
 class AlertsConfig(BaseModel):
@@ -80,6 +85,18 @@ class Settings(BaseSettings):
 
     enabled: bool = True
     """WATCHER_ENABLED: `false` makes `import watcher.auto` do nothing, for switching watcher off without a deploy."""
+
+    spool_dir: Annotated[Path | None, BeforeValidator(_empty_is_none)] = Field(
+        default_factory=lambda: _default_state_dir() / "spool"
+    )
+    """WATCHER_SPOOL_DIR: where the hook keeps the spans the daemon could not take, one subdirectory per endpoint,
+    until it (or the next process on the same directory) re-sends them (default `$XDG_STATE_HOME/watcher/spool`,
+    else `~/.local/state/watcher/spool`); empty turns the spool off. Unused when the application has its own
+    OpenTelemetry pipeline."""
+
+    spool_max_mb: Annotated[float, Field(gt=0)] = 64
+    """WATCHER_SPOOL_MAX_MB: the most the spool directory of one endpoint may hold; spans beyond it are dropped,
+    counted, logged and reported to the daemon."""
 
     # --- the daemon (`watcher serve`) ---------------------------------------------------------------
 

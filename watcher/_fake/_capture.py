@@ -91,12 +91,13 @@ class OTLPReceiver:
     """An OTLP/HTTP (protobuf) trace receiver on loopback, for tests that use the real exporter.
 
     `endpoint` is the base URL to give `WATCHER_ENDPOINT`; spans posted to `/v1/traces` land in
-    `spans`. `wait_for(n)` blocks until n spans arrived or the timeout passed (a condition
-    variable, not a sleep loop).
+    `spans`, and each request's headers (names in lower case) in `headers`. `wait_for(n)`
+    blocks until n spans arrived or the timeout passed (a condition variable, not a sleep loop).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.spans: list[ReceivedSpan] = []
+        self.headers: list[dict[str, str]] = []
         self._arrived = threading.Condition()
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
@@ -117,7 +118,7 @@ class OTLPReceiver:
                 if self.path.split("?")[0] != "/v1/traces":
                     self._reply(404, b"")
                     return
-                receiver._add(_decode(body))
+                receiver._add(_decode(body), {name.lower(): value for name, value in self.headers.items()})
                 self._reply(200, ExportTraceServiceResponse().SerializeToString())
 
             def _reply(self, status: int, payload: bytes) -> None:
@@ -132,9 +133,10 @@ class OTLPReceiver:
 
         return Handler
 
-    def _add(self, spans: list[ReceivedSpan]) -> None:
+    def _add(self, spans: list[ReceivedSpan], headers: dict[str, str]) -> None:
         with self._arrived:
             self.spans.extend(spans)
+            self.headers.append(headers)
             self._arrived.notify_all()
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedSpan]:

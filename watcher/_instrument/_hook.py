@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import atexit
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +16,7 @@ from .._client import DaemonClient
 from ..pricing import PriceTable, load_price_table
 from ..settings import Settings
 from ._failures import flush_failures
+from ._fork import in_child
 from ._killswitch import KillSwitchPoller
 from ._middleware import Hook, set_hook
 from ._patch import patch_clients, unpatch_clients
@@ -53,7 +56,8 @@ def instrument(
         poller = _poller(settings)
         set_hook(Hook(recorder, poller.board.check if poller else None))
         patch_clients()
-        atexit.register(_at_exit, recorder, tracer)
+        atexit.register(_at_exit)
+        _exit_before_providers()
         _installed.append((recorder, tracer, poller))
 
 
@@ -72,11 +76,12 @@ def uninstrument() -> None:
         if poller is not None:
             poller.stop()
         atexit.unregister(_at_exit)
-        _at_exit(recorder, tracer)
+        _finish(recorder, tracer)
 
 
 def flush(timeout_s: float = 5.0) -> bool:
-    """Records every span still waiting and exports them now; True when the export finished in time.
+    """Records every span still waiting and exports them now; True when the export finished in time
+    (delivered, or kept in the spool when the daemon is down).
 
     Blocks. For short-lived processes (jobs, serverless handlers) that must not end before
     their spend is reported; long-running applications never need it, and exit flushes anyway.
@@ -96,23 +101,90 @@ def _poller(settings: Settings) -> KillSwitchPoller | None:
     resource = Resource.create().attributes
     environment = resource.get("deployment.environment.name") or resource.get("deployment.environment")
     token = settings.token.get_secret_value() if settings.token else None
-    return KillSwitchPoller(
+    poller = KillSwitchPoller(
         DaemonClient(settings.endpoint, token),
         interval_s=settings.killswitch_poll_s,
         service=str(resource.get("service.name", "unknown_service")),
         environment=str(environment or "default"),
         fail_closed=settings.fail_mode == "closed",
     ).start()
+    in_child(poller.restart_in_child)
+    return poller
 
 
-def _at_exit(recorder: Recorder, tracer: TracerChoice) -> None:
-    """Records streams still open and spans still queued, flushes watcher's own exporter, then
-    logs the hook failures counted but not yet logged.
-
-    Registered after the private provider exists, so it runs first (atexit is last-in,
-    first-out): no spend is lost at exit.
-    """
+def _finish(recorder: Recorder, tracer: TracerChoice) -> None:
+    """Records streams still open and spans still queued, flushes and stops watcher's own exporter, then logs
+    the hook failures counted but not yet logged."""
     finish_live_streams()
     recorder.pending.stop()
     tracer.shutdown()
     flush_failures()
+
+
+def _at_exit() -> None:
+    """At interpreter exit, `_finish` for what is installed, before any OpenTelemetry provider shuts down.
+
+    A TracerProvider registers its own shutdown with atexit when it is built. An application
+    that builds one after `import watcher.auto` would have it shut down first (atexit is
+    last-in, first-out) and the spans watcher still queues would go nowhere; see
+    `_exit_before_providers` for how this handler moves ahead of it.
+    """
+    installed = _installed[-1] if _installed else None  # no lock: a thread holding it must not block exit
+    if installed is not None:
+        _finish(installed[0], installed[1])
+
+
+def _exit_before_providers() -> None:
+    """Makes `_at_exit` the first atexit handler to run, whatever was registered after it. Once per process.
+
+    Python calls the callbacks of `threading._register_atexit` when the main thread ends, before
+    it joins other threads and before any atexit handler: one of them re-registers `_at_exit`,
+    which puts it last in the atexit list, so it runs first. Without that hook (another Python),
+    atexit order stays as registered.
+    """
+    global _ordered
+    register = getattr(threading, "_register_atexit", None)
+    if _ordered or register is None:
+        return
+    _ordered = True
+    register(_move_ahead)
+
+
+def _move_ahead() -> None:
+    atexit.unregister(_at_exit)
+    atexit.register(_at_exit)
+
+
+def _in_child() -> None:
+    """A forked child starts with a free lock (the fork may have caught another thread holding it), and
+    a child of multiprocessing, which leaves by `os._exit` without atexit, records its spans as it ends."""
+    global _lock
+    _lock = threading.Lock()
+    util = sys.modules.get("multiprocessing.util")
+    if util is not None and _installed:
+        util.register_after_fork(_CHILD, _finish_with_process)
+
+
+class _Child:
+    """What multiprocessing's after-fork registry holds (weakly) for watcher."""
+
+
+def _finish_with_process(_: _Child) -> None:
+    """Run by multiprocessing in its child once it has cleared the parent's finalizers: `_exit_in_child`
+    runs when the child's `run()` returns."""
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(None, _exit_in_child, exitpriority=100)
+
+
+def _exit_in_child() -> None:
+    """`_finish`, then a flush of the application's provider too: no atexit handler runs in this child."""
+    installed = _installed[-1] if _installed else None
+    if installed is not None:
+        _finish(installed[0], installed[1])
+        installed[1].force_flush(5.0)
+
+
+_CHILD = _Child()
+_ordered = False
+os.register_at_fork(after_in_child=_in_child)

@@ -192,3 +192,14 @@ class KillSwitchPoller:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+
+    def restart_in_child(self) -> None:
+        """In a forked child, where the parent's thread does not run: polls on a new thread, unless stopped.
+
+        The board keeps the parent's last answer until the child's first poll.
+        """
+        if self._stop.is_set():
+            return
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="watcher-killswitch", daemon=True)
+        self._thread.start()

@@ -11,8 +11,9 @@ decoder can tell; `tests/test_otlp_encoding.py` proves it with hypothesis.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -21,6 +22,10 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from ._failures import report_failure
+from ._fork import in_child
+
+if TYPE_CHECKING:
+    from ._delivery import Delivery
 
 __all__ = ["FastOTLPSpanExporter", "encode_spans"]
 
@@ -212,13 +217,31 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
     from its arguments and the OTEL_* variables), with the fast encoder in front.
 
     Decided once, when built: if this version of the exporter has no sending client that takes
-    serialized bytes, every export takes the standard path instead.
+    serialized bytes, every export takes the standard path instead. `spool_through` hands
+    every encoded request to a `Delivery` instead of the client's retries; `post_once` is how
+    a Delivery sends, when this version's client has a transport (`can_post_once`). In a forked
+    child the connections inherited from the parent are dropped, never shared with it.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         client = getattr(self, "_client", None)
         self._send = getattr(client, "export", None) if client is not None else None
+        self._transport = getattr(client, "_transport", None)
+        self.can_post_once = self._send is not None and all(
+            hasattr(client, name) for name in ("_transport", "_endpoint", "_headers", "_timeout", "_compress")
+        )
+        self._ship: Callable[[bytes, int], bool] = self._send_with_retries
+        in_child(self._forget_connections)
+
+    @property
+    def endpoint(self) -> str:
+        """The URL export requests are posted to."""
+        return str(self._endpoint)
+
+    def spool_through(self, delivery: Delivery) -> None:
+        """From now on, encoded requests go to `delivery`, which sends them once and keeps what fails."""
+        self._ship = delivery.deliver
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._send is None or self._shutdown:
@@ -228,5 +251,34 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
         except Exception as exc:
             report_failure("encode spans with its fast encoder (the standard one was used)", exc)
             return super().export(spans)
-        result = self._send(data)
-        return SpanExportResult.SUCCESS if getattr(result, "success", False) else SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS if self._ship(data, len(spans)) else SpanExportResult.FAILURE
+
+    def _send_with_retries(self, data: bytes, count: int) -> bool:
+        assert self._send is not None
+        return bool(getattr(self._send(data), "success", False))
+
+    def post_once(self, data: bytes, headers: Mapping[str, str]) -> int | None:
+        """Posts one encoded request through the client's transport, with its headers and compression, plus `headers`.
+
+        One attempt, and one more at once when the first failed at once on a connection error
+        (a pooled connection the daemon closed when it restarted). The HTTP status, or None when
+        no answer came in the client's timeout. Only when `can_post_once`.
+        """
+        client: Any = self._client
+        body = client._compress(data)
+        request = {"headers": {**client._headers, **headers}, "data": body, "timeout": client._timeout}
+        started = time.monotonic()
+        result = client._transport.request("POST", client._endpoint, **request)
+        if (
+            result.status_code is None
+            and client._transport.is_connection_error(result.error)
+            and time.monotonic() - started < min(1.0, client._timeout / 2)
+        ):
+            result = client._transport.request("POST", client._endpoint, **request)
+        status: int | None = result.status_code
+        return status
+
+    def _forget_connections(self) -> None:
+        close = getattr(self._transport, "close", None)
+        if close is not None:
+            close()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+from ._fork import in_child
 
 __all__ = ["Pending"]
 
@@ -25,7 +25,8 @@ class Pending:
     instead of on every call. Nothing is dropped: past `max_items` waiting, `put` does the
     work inline rather than lose spend. `drain()` does all waiting work in the caller's
     thread; it is what `watcher.flush()`, `uninstrument()` and the exit hook call. The worker
-    is restarted in a forked child.
+    is restarted in a forked child, with an empty queue: what the parent had queued is the
+    parent's to record.
     """
 
     def __init__(
@@ -45,8 +46,7 @@ class Pending:
         self._drain_lock = threading.Lock()
         self._stopped = False
         self._start()
-        self_ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _restart(self_ref))
+        in_child(self.restart_in_child)
 
     def _start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="watcher-spans", daemon=True)
@@ -90,16 +90,17 @@ class Pending:
             self._thread.join(timeout=5)
         self.drain()
 
+    def restart_in_child(self) -> None:
+        """In a forked child: fresh locks, an empty queue and a new worker, unless stopped."""
+        if self._stopped:
+            return
+        self._items.clear()
+        self._wake = threading.Event()
+        self._drain_lock = threading.Lock()
+        self._start()
+
     def _run(self) -> None:
         while not self._stopped:
             self._wake.wait(self._interval_s)
             self._wake.clear()
             self.drain(yield_between=True)
-
-
-def _restart(ref: weakref.ref[Pending]) -> None:
-    pending = ref()
-    if pending is not None and not pending._stopped:
-        pending._wake = threading.Event()
-        pending._drain_lock = threading.Lock()
-        pending._start()

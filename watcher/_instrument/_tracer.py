@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -14,6 +15,11 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from .._version import __version__
 from ..settings import Settings
+from ._delivery import Delivery
+from ._spool import Spool, endpoint_dir
+
+if TYPE_CHECKING:
+    from ._otlp import FastOTLPSpanExporter
 
 __all__ = ["TracerChoice"]
 
@@ -27,8 +33,9 @@ def _app_has_provider() -> bool:
     return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
-def _private_provider(settings: Settings) -> TracerProvider:
-    """A provider that exports to the watcher daemon, or to the endpoint the standard OTLP variables name.
+def _private_provider(settings: Settings) -> tuple[TracerProvider, Delivery | None]:
+    """A provider that exports to the watcher daemon, or to the endpoint the standard OTLP variables name,
+    with the spool that keeps what that endpoint cannot take (None when off).
 
     It is not made global, so the application's own OpenTelemetry setup is untouched, and the
     SDK's own call spans stay off unless the application turns them on. `instrument()` flushes
@@ -42,9 +49,24 @@ def _private_provider(settings: Settings) -> TracerProvider:
         token = settings.token.get_secret_value() if settings.token else None
         headers = {"authorization": f"Bearer {token}"} if token else None
         exporter = FastOTLPSpanExporter(endpoint=f"{settings.endpoint}/v1/traces", headers=headers)
+    delivery = _spool(exporter, settings)
     provider = TracerProvider(resource=Resource.create(), shutdown_on_exit=False)
     provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=settings.export_delay_ms))
-    return provider
+    return provider, delivery
+
+
+def _spool(exporter: FastOTLPSpanExporter, settings: Settings) -> Delivery | None:
+    """The exporter's Delivery through a spool, started; None when WATCHER_SPOOL_DIR is empty or this
+    exporter version cannot send a request once (then the exporter's own retries apply, as before)."""
+    if settings.spool_dir is None:
+        return None
+    if not exporter.can_post_once:
+        log.warning("watcher's spool needs a newer opentelemetry-exporter-otlp-proto-http; spans are not spooled")
+        return None
+    spool = Spool(endpoint_dir(settings.spool_dir, exporter.endpoint), int(settings.spool_max_mb * 1024 * 1024))
+    delivery = Delivery(exporter.post_once, spool).start()
+    exporter.spool_through(delivery)
+    return delivery
 
 
 class TracerChoice:
@@ -58,13 +80,14 @@ class TracerChoice:
 
     def __init__(self, settings: Settings, provider: trace.TracerProvider | None = None) -> None:
         self._private: TracerProvider | None = None
+        self._delivery: Delivery | None = None
         self._chosen: trace.TracerProvider | None = provider
         self._lock = threading.Lock()
         if provider is not None:
             self.get: Callable[[], trace.Tracer] = self._fixed(provider.get_tracer(SCOPE, __version__))
             return
         if not _app_has_provider():
-            self._private = _private_provider(settings)
+            self._private, self._delivery = _private_provider(settings)
         self.get = self._first
 
     @staticmethod
@@ -90,7 +113,11 @@ class TracerChoice:
         return bool(flush(int(timeout_s * 1000))) if flush is not None else True
 
     def shutdown(self) -> None:
-        """Flushes and stops the private provider, if watcher made one; the application's is left alone."""
+        """Flushes and stops the private provider, if watcher made one, then its spool's replayer (what is
+        still kept stays for the next process); the application's provider is left alone."""
         if self._private is not None:
             self._private.shutdown()
             self._private = None
+        if self._delivery is not None:
+            self._delivery.stop()
+            self._delivery = None
