@@ -35,6 +35,8 @@ class DaemonServer(ThreadingHTTPServer):
     `token`, when set, is required as `Authorization: Bearer ...` on every route but /healthz.
     At most `max_ingests` exports are decoded and stored at once; one that waits longer than
     `shed_after_s` for its turn is answered 503 with Retry-After, so exporters back off.
+    The listen backlog is `backlog` (capped by the kernel's `somaxconn`), so a burst of
+    connections waits in the queue, not on SYN retries.
     """
 
     daemon_threads = True
@@ -51,12 +53,14 @@ class DaemonServer(ThreadingHTTPServer):
         max_ingests: int = 4,
         shed_after_s: float = 10.0,
         metrics: Callable[[], bytes] | None = None,
+        backlog: int = 1024,
     ) -> None:
         self.core, self.clock, self.token = daemon, clock, token
         self.max_request_bytes = max_request_bytes
         self.ingest_slots = threading.BoundedSemaphore(max_ingests)
         self.shed_after_s = shed_after_s
         self.metrics = metrics
+        self.request_queue_size = backlog
         super().__init__(address, _Handler)
 
 
