@@ -2,8 +2,11 @@
 # Build: docker build -t watcher .   Run: see docker-compose.yml and docs/deploy.md.
 FROM python:3.11.11-slim-bookworm
 
+# MALLOC_ARENA_MAX: the daemon runs a thread per connection; without a cap glibc gives threads arenas of
+# their own, each keeping the memory of the exports it decoded.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    MALLOC_ARENA_MAX=2 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 

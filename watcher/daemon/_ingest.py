@@ -1,0 +1,116 @@
+"""One export, whichever port it came in on: a turn, the body, decoding, the commit, and what to answer."""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceResponse,
+)
+
+from ._body import BodyError, inflate
+from ._core import Daemon, IngestResult
+from ._decode import DecodeError, decode_request
+
+__all__ = ["Ingestor", "Outcome", "Verdict", "export_response"]
+
+log = logging.getLogger("watcher.daemon")
+
+_MEDIA = frozenset({"application/x-protobuf", "application/protobuf", "application/json"})
+
+
+class Verdict(enum.Enum):
+    """What became of an export, for each port to put in its own status codes."""
+
+    STORED = "stored"  # committed (some spans may be rejected: partial success)
+    INVALID = "invalid"  # the body is not an OTLP trace export, or is not whole
+    TOO_LARGE = "too_large"  # over the size limit, before or after decompression
+    UNSUPPORTED = "unsupported"  # a content type or encoding the daemon does not read
+    BUSY = "busy"  # no turn came within the wait: retry after `retry_after_s`
+    UNAVAILABLE = "unavailable"  # the commit failed, nothing was stored: retry after `retry_after_s`
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """An export's verdict, a message for the client, and for STORED what was stored."""
+
+    verdict: Verdict
+    message: str = ""
+    result: IngestResult | None = None
+    retry_after_s: int | None = None
+
+
+_BODY_VERDICTS = {400: Verdict.INVALID, 413: Verdict.TOO_LARGE, 415: Verdict.UNSUPPORTED}
+_BUSY = Outcome(Verdict.BUSY, "the daemon is busy; retry later", retry_after_s=1)
+_UNAVAILABLE = Outcome(Verdict.UNAVAILABLE, "the ledger is unavailable; retry later", retry_after_s=5)
+
+
+class Ingestor:
+    """Takes exports for both ports. Thread-safe.
+
+    At most `max_concurrent` exports are read, decoded and stored at once, so memory stays
+    bounded however many arrive together: an export waits up to `busy_wait_s` for its turn,
+    then is answered BUSY, its body unread. Storage trouble of any kind is UNAVAILABLE: a resent
+    batch is deduplicated, so a retry is safe.
+    """
+
+    def __init__(
+        self, daemon: Daemon, *, max_request_bytes: int, max_concurrent: int = 4, busy_wait_s: float = 5.0
+    ) -> None:
+        self._daemon, self.max_request_bytes = daemon, max_request_bytes
+        self._turns = threading.BoundedSemaphore(max_concurrent)
+        self._busy_wait_s = busy_wait_s
+
+    def export(self, read: Callable[[], bytes], content_type: str, *, encoding: str = "") -> Outcome:
+        """The outcome of the export whose body `read()` returns (raising BodyError if it cannot).
+
+        `read` is called only once the export has its turn, and never for an unsupported
+        content type or a busy daemon.
+        """
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media not in _MEDIA:
+            hint = "use application/x-protobuf or application/json"
+            return Outcome(Verdict.UNSUPPORTED, f"unsupported Content-Type {media!r}; {hint}")
+        if not self._turns.acquire(timeout=self._busy_wait_s):
+            return _BUSY
+        try:
+            return self._store(read, media, encoding)
+        finally:
+            self._turns.release()
+
+    def _store(self, read: Callable[[], bytes], media: str, encoding: str) -> Outcome:
+        try:
+            body = inflate(read(), encoding, self.max_request_bytes)
+            spans = decode_request(body, media, default_request_type=self._daemon.default_request_type)
+        except BodyError as error:
+            return Outcome(_BODY_VERDICTS.get(error.status, Verdict.INVALID), str(error))
+        except DecodeError as error:
+            return Outcome(Verdict.INVALID, f"not a valid OTLP trace export: {error}")
+        del body
+        try:
+            result = self._daemon.ingest(spans)
+        except Exception as error:  # a retry is safe whatever failed: a resent batch is deduplicated
+            log.error("could not store a batch (%s); answering retry-later", _describe(error))
+            return _UNAVAILABLE
+        return Outcome(Verdict.STORED, result.message, result)
+
+
+def export_response(result: IngestResult) -> ExportTraceServiceResponse:
+    """The OTLP answer to a stored export: empty, or a partial success naming the rejected spans."""
+    response = ExportTraceServiceResponse()
+    if result.rejected:
+        response.partial_success.CopyFrom(
+            ExportTracePartialSuccess(rejected_spans=result.rejected, error_message=result.message)
+        )
+    return response
+
+
+def _describe(error: Exception) -> str:
+    """The error's type and message (an OSError's without the file name)."""
+    detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    return f"{type(error).__name__}: {detail[:200]}"
