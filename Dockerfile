@@ -27,7 +27,8 @@ WORKDIR /var/lib/watcher
 # 4318: OTLP/HTTP, kill-switch and budgets API, /metrics, /healthz. 4317: OTLP/gRPC.
 EXPOSE 4318 4317
 
-# /healthz needs no token. WATCHER_HEALTHCHECK_URL overrides the address (a daemon on another port).
+# /healthz needs no token; it answers 503 (unhealthy) while the ledger cannot commit (docs/api.md).
+# WATCHER_HEALTHCHECK_URL overrides the address (a daemon on another port).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ.get('WATCHER_HEALTHCHECK_URL', 'http://127.0.0.1:4318/healthz'), timeout=4)"]
 

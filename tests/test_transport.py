@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import select
 import socket
+import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from http.client import HTTPConnection
 from pathlib import Path
 
@@ -199,7 +202,7 @@ def _post_with_headers(daemon: Running) -> tuple[int, dict[str, str]]:
         connection.close()
 
 
-def test_a_ledger_that_fails_any_way_gets_retry_later_on_both_ports(make: Make) -> None:
+def test_a_ledger_that_fails_any_way_gets_retry_later_on_both_ports_and_shows_in_health(make: Make) -> None:
     """Even a failure that is no SQLite error (a closed ledger) is 503 with Retry-After, or UNAVAILABLE: never a
     dropped connection or UNKNOWN, which exporters do not retry."""
     daemon = make()
@@ -209,6 +212,28 @@ def test_a_ledger_that_fails_any_way_gets_retry_later_on_both_ports(make: Make) 
     error = _grpc_error(daemon)
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     assert _retry_delay_s(error) >= 1
+    assert http(f"{daemon.address}/healthz")[0] == 503
+
+
+# --- health -----------------------------------------------------------------------------------
+
+
+def test_health_is_degraded_with_the_reason_while_commits_fail_and_ok_after_one_succeeds(
+    make: Make, tmp_path: Path
+) -> None:
+    """/healthz is 200 ok, then 503 degraded naming the failure while the ledger is locked, then ok again."""
+    daemon = make()
+    assert json.loads(http(f"{daemon.address}/healthz")[1]) == {"status": "ok"}
+    with closing(sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)) as blocker:
+        blocker.execute("BEGIN IMMEDIATE")  # holds the write lock: the daemon's commit times out
+        assert _post(daemon)[0] == 503
+        status, body = http(f"{daemon.address}/healthz")
+        blocker.execute("ROLLBACK")
+    assert status == 503
+    health = json.loads(body)
+    assert health["status"] == "degraded" and "locked" in health["reason"]
+    assert _post(daemon)[0] == 200
+    assert http(f"{daemon.address}/healthz") == (200, b'{"status": "ok"}')
 
 
 # --- bursts and memory ------------------------------------------------------------------------

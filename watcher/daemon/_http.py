@@ -75,7 +75,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/healthz":
-            self._json(200, {"status": "ok"})
+            self._health()
         elif not self._authorized():
             return
         elif path == "/v1/killswitch":
@@ -103,6 +103,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._admin(length, lambda: self._switch(path))
         else:
             self._admin(length, lambda: self._json(404, {"error": f"no route POST {path}"}))
+
+    def _health(self) -> None:
+        """200 `ok`, or 503 `degraded` with the reason while the ledger cannot commit (docs/api.md)."""
+        failure = self.server.ingestor.health()
+        if failure is None:
+            self._json(200, {"status": "ok"})
+        else:
+            self._json(503, {"status": "degraded", "reason": failure})
 
     def _authorized(self) -> bool:
         """True when the request carries the token; else answers 401 and closes, the body unread."""

@@ -55,8 +55,8 @@ class Ingestor:
 
     At most `max_concurrent` exports are read, decoded and stored at once, so memory stays
     bounded however many arrive together: an export waits up to `busy_wait_s` for its turn,
-    then is answered BUSY, its body unread. Storage trouble of any kind is UNAVAILABLE: a resent
-    batch is deduplicated, so a retry is safe.
+    then is answered BUSY, its body unread. Storage trouble of any kind is UNAVAILABLE (nothing
+    was stored, so a retry is safe) and makes `health()` report it until a commit succeeds.
     """
 
     def __init__(
@@ -65,6 +65,7 @@ class Ingestor:
         self._daemon, self.max_request_bytes = daemon, max_request_bytes
         self._turns = threading.BoundedSemaphore(max_concurrent)
         self._busy_wait_s = busy_wait_s
+        self._failure: str | None = None  # why the last commit failed; None once one succeeds
 
     def export(self, read: Callable[[], bytes], content_type: str, *, encoding: str = "") -> Outcome:
         """The outcome of the export whose body `read()` returns (raising BodyError if it cannot).
@@ -83,6 +84,10 @@ class Ingestor:
         finally:
             self._turns.release()
 
+    def health(self) -> str | None:
+        """None while the ledger takes commits; else why the last commit failed."""
+        return self._failure
+
     def _store(self, read: Callable[[], bytes], media: str, encoding: str) -> Outcome:
         try:
             body = inflate(read(), encoding, self.max_request_bytes)
@@ -95,8 +100,10 @@ class Ingestor:
         try:
             result = self._daemon.ingest(spans)
         except Exception as error:  # a retry is safe whatever failed: a resent batch is deduplicated
+            self._failure = f"the last ledger commit failed: {_describe(error)}"
             log.error("could not store a batch (%s); answering retry-later", _describe(error))
             return _UNAVAILABLE
+        self._failure = None
         return Outcome(Verdict.STORED, result.message, result)
 
 
@@ -111,6 +118,6 @@ def export_response(result: IngestResult) -> ExportTraceServiceResponse:
 
 
 def _describe(error: Exception) -> str:
-    """The error's type and message (an OSError's without the file name)."""
+    """The error's type and message (an OSError's without the file name, which /healthz must not show)."""
     detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
     return f"{type(error).__name__}: {detail[:200]}"
