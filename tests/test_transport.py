@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from _support import http, wait_for
+from _support import http, metrics_text, sample, wait_for
 from google.rpc.error_details_pb2 import RetryInfo
 from google.rpc.status_pb2 import Status
 from test_daemon import Clock, Recorder, _export_body
@@ -234,6 +234,23 @@ def test_health_is_degraded_with_the_reason_while_commits_fail_and_ok_after_one_
     assert health["status"] == "degraded" and "locked" in health["reason"]
     assert _post(daemon)[0] == 200
     assert http(f"{daemon.address}/healthz") == (200, b'{"status": "ok"}')
+
+
+# --- dropped spans reported by hooks ----------------------------------------------------------
+
+
+def test_spans_a_hook_reports_dropped_are_counted_once_per_stored_export(make: Make) -> None:
+    """X-Watcher-Dropped-Spans adds its count when the export is stored; junk is ignored, absurd counts capped."""
+    daemon = make()
+    header = "x-watcher-dropped-spans"
+    assert _post(daemon, **{header: "7"})[0] == 200
+    assert _post(daemon, b"\xff\xfe", **{header: "100"})[0] == 400  # not stored: the hook sends it again
+    for junk in ("-3", "abc", "1.5", "", "²"):
+        assert _post(daemon, **{header: junk})[0] == 200
+    assert _grpc(daemon, **{header: "5"}) == b""
+    assert sample(metrics_text(daemon.address), "watcher_hook_dropped_spans_total") == 12
+    assert _post(daemon, **{header: "9" * 40})[0] == 200
+    assert sample(metrics_text(daemon.address), "watcher_hook_dropped_spans_total") == 12 + 1_000_000_000
 
 
 # --- bursts and memory ------------------------------------------------------------------------

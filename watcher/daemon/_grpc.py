@@ -38,7 +38,10 @@ def _export_handler(ingestor: Ingestor, token: str | None) -> Callable[[bytes, A
         metadata = dict(context.invocation_metadata())
         if not bearer_ok(str(metadata.get("authorization", "")), token):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
-        outcome = ingestor.export(lambda: request, "application/x-protobuf")
+        dropped = metadata.get("x-watcher-dropped-spans")
+        outcome = ingestor.export(
+            lambda: request, "application/x-protobuf", dropped=dropped if isinstance(dropped, str) else None
+        )
         if outcome.verdict is Verdict.STORED and outcome.result is not None:
             return export_response(outcome.result).SerializeToString()  # type: ignore[no-any-return]
         code = _CODES[outcome.verdict]

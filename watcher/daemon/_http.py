@@ -143,6 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
             body.read,
             content_type,
             encoding=self.headers.get("content-encoding", ""),
+            dropped=self.headers.get("x-watcher-dropped-spans"),
         )
         if not body.whole:  # unread, or read only in part: the connection is out of step
             self._unread = self.close_connection = True

@@ -17,9 +17,12 @@ from ._body import BodyError, inflate
 from ._core import Daemon, IngestResult
 from ._decode import DecodeError, decode_request
 
-__all__ = ["Ingestor", "Outcome", "Verdict", "export_response"]
+__all__ = ["MAX_DROPPED_REPORT", "Ingestor", "Outcome", "Verdict", "export_response"]
 
 log = logging.getLogger("watcher.daemon")
+
+MAX_DROPPED_REPORT = 1_000_000_000
+"""The most spans one export's `X-Watcher-Dropped-Spans` may add; a larger number counts as this."""
 
 _MEDIA = frozenset({"application/x-protobuf", "application/protobuf", "application/json"})
 
@@ -67,11 +70,14 @@ class Ingestor:
         self._busy_wait_s = busy_wait_s
         self._failure: str | None = None  # why the last commit failed; None once one succeeds
 
-    def export(self, read: Callable[[], bytes], content_type: str, *, encoding: str = "") -> Outcome:
+    def export(
+        self, read: Callable[[], bytes], content_type: str, *, encoding: str = "", dropped: str | None = None
+    ) -> Outcome:
         """The outcome of the export whose body `read()` returns (raising BodyError if it cannot).
 
         `read` is called only once the export has its turn, and never for an unsupported
-        content type or a busy daemon.
+        content type or a busy daemon. `dropped` is the export's `X-Watcher-Dropped-Spans`
+        value: counted only when the export is stored, so one resent after a failure counts once.
         """
         media = content_type.split(";", 1)[0].strip().lower()
         if media not in _MEDIA:
@@ -80,7 +86,7 @@ class Ingestor:
         if not self._turns.acquire(timeout=self._busy_wait_s):
             return _BUSY
         try:
-            return self._store(read, media, encoding)
+            return self._store(read, media, encoding, dropped)
         finally:
             self._turns.release()
 
@@ -88,7 +94,7 @@ class Ingestor:
         """None while the ledger takes commits; else why the last commit failed."""
         return self._failure
 
-    def _store(self, read: Callable[[], bytes], media: str, encoding: str) -> Outcome:
+    def _store(self, read: Callable[[], bytes], media: str, encoding: str, dropped: str | None) -> Outcome:
         try:
             body = inflate(read(), encoding, self.max_request_bytes)
             spans = decode_request(body, media, default_request_type=self._daemon.default_request_type)
@@ -104,7 +110,21 @@ class Ingestor:
             log.error("could not store a batch (%s); answering retry-later", _describe(error))
             return _UNAVAILABLE
         self._failure = None
+        self._count_dropped(dropped)
         return Outcome(Verdict.STORED, result.message, result)
+
+    def _count_dropped(self, dropped: str | None) -> None:
+        """Adds a hook's report of spans its spool dropped; anything but a plain non-negative integer is ignored."""
+        text = (dropped or "").strip()
+        if not (text.isascii() and text.isdigit()):
+            if text:
+                log.debug("ignoring an X-Watcher-Dropped-Spans value that is not a count")
+            return
+        digits = text.lstrip("0") or "0"  # a huge string is capped unread: int() of it is slow
+        count = min(int(digits), MAX_DROPPED_REPORT) if len(digits) <= 12 else MAX_DROPPED_REPORT
+        counters = self._daemon.counters
+        with counters.lock:
+            counters.hook_dropped += count
 
 
 def export_response(result: IngestResult) -> ExportTraceServiceResponse:
