@@ -2,8 +2,11 @@
 # Build: docker build -t watcher .   Run: see docker-compose.yml and docs/deploy.md.
 FROM python:3.11.11-slim-bookworm
 
+# MALLOC_ARENA_MAX: the daemon runs a thread per connection; without a cap glibc gives threads arenas of
+# their own, each keeping the memory of the exports it decoded.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    MALLOC_ARENA_MAX=2 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
@@ -24,7 +27,8 @@ WORKDIR /var/lib/watcher
 # 4318: OTLP/HTTP, kill-switch and budgets API, /metrics, /healthz. 4317: OTLP/gRPC.
 EXPOSE 4318 4317
 
-# /healthz needs no token. WATCHER_HEALTHCHECK_URL overrides the address (a daemon on another port).
+# /healthz needs no token; it answers 503 (unhealthy) while the ledger cannot commit (docs/api.md).
+# WATCHER_HEALTHCHECK_URL overrides the address (a daemon on another port).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ.get('WATCHER_HEALTHCHECK_URL', 'http://127.0.0.1:4318/healthz'), timeout=4)"]
 

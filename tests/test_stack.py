@@ -7,11 +7,13 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
 import tomllib
 from collections.abc import Iterator
+from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from _support import http, wait_for
 from aiosmtpd.controller import Controller
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from pydantic import SecretStr
+from test_daemon import _export_body
 
 import watcher
 from watcher import Settings
@@ -37,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "alerts" / "prometheus"
 TOKEN = "stack-test-token"
 HI = [{"role": "user", "content": "hi"}]
+_PROTOBUF = "application/x-protobuf"
 PINNED = re.compile(r"^[\w./-]+:v?\d+\.\d+\.\d+[\w.-]*$")
 
 
@@ -205,19 +209,34 @@ def test_the_dockerfile_runs_the_daemon_as_a_non_root_user_from_a_pinned_base() 
     assert 'CMD ["serve", "--config", "/etc/watcher/watcher.toml"]' in text
 
 
-def test_the_image_healthcheck_passes_on_a_live_daemon_and_fails_without_one(daemon: DaemonProcess) -> None:
-    """The HEALTHCHECK command, run as written, exits 0 on /healthz (no token needed) and non-zero when none answers."""
+def _healthcheck(url: str) -> int:
+    """The exit code of the image's HEALTHCHECK command, run as written against `url`."""
     match = re.search(r"^HEALTHCHECK .*\\\n\s*CMD (\[.*\])$", _dockerfile(), re.M)
     assert match
     program, flag, code = json.loads(match.group(1))
     assert (program, flag) == ("python", "-c")
+    env = {**os.environ, "WATCHER_HEALTHCHECK_URL": url}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=30).returncode
 
-    def check(url: str) -> int:
-        env = {**os.environ, "WATCHER_HEALTHCHECK_URL": url}
-        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=30).returncode
 
-    assert check(f"{daemon.url}/healthz") == 0
-    assert check(f"http://127.0.0.1:{free_port()}/healthz") != 0
+def test_the_image_healthcheck_passes_on_a_live_daemon_and_fails_without_one(daemon: DaemonProcess) -> None:
+    """The HEALTHCHECK command, run as written, exits 0 on /healthz (no token needed) and non-zero when none answers."""
+    assert _healthcheck(f"{daemon.url}/healthz") == 0
+    assert _healthcheck(f"http://127.0.0.1:{free_port()}/healthz") != 0
+
+
+def test_the_image_healthcheck_fails_while_the_ledger_cannot_commit_and_passes_after() -> None:
+    """A daemon whose last commit failed (its ledger locked) is unhealthy to the image, and healthy after the next."""
+    with (
+        DaemonProcess() as process,
+        closing(sqlite3.connect(process.state_dir / "ledger.db", isolation_level=None)) as other,
+    ):
+        other.execute("BEGIN IMMEDIATE")  # holds the write lock: the daemon's commit times out
+        assert http(f"{process.url}/v1/traces", _export_body(0.001, "hc"), **{"content-type": _PROTOBUF})[0] == 503
+        assert _healthcheck(f"{process.url}/healthz") != 0
+        other.execute("ROLLBACK")
+        assert http(f"{process.url}/v1/traces", _export_body(0.001, "hc"), **{"content-type": _PROTOBUF})[0] == 200
+        assert _healthcheck(f"{process.url}/healthz") == 0
 
 
 # --- deploy/otel-collector.yaml -------------------------------------------------------------------

@@ -130,6 +130,14 @@ class Settings(BaseSettings):
     max_request_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
     """WATCHER_MAX_REQUEST_BYTES: the largest OTLP request body accepted, before and after decompression."""
 
+    max_concurrent_exports: Annotated[int, Field(ge=1, le=64)] = 4
+    """WATCHER_MAX_CONCURRENT_EXPORTS: how many OTLP exports (HTTP and gRPC together) the daemon reads, decodes
+    and stores at once; its memory grows with this times WATCHER_MAX_REQUEST_BYTES."""
+
+    busy_wait_s: Annotated[float, Field(ge=0, le=60)] = 5.0
+    """WATCHER_BUSY_WAIT_S: how long an export waits for its turn before it is answered 503 with Retry-After (gRPC:
+    UNAVAILABLE), so exporters back off; below their usual 10 s timeout, so they get the answer."""
+
     @field_validator("alert_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:

@@ -2,64 +2,77 @@
 
 from __future__ import annotations
 
-import hmac
-import logging
-import sqlite3
+from collections.abc import Callable
 from concurrent import futures
 from typing import Any
 
 import grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTracePartialSuccess,
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
+from google.protobuf.duration_pb2 import Duration
+from google.rpc.error_details_pb2 import RetryInfo
+from google.rpc.status_pb2 import Status
 
-from ._core import Daemon
-from ._decode import DecodeError, decode_request
+from ._auth import bearer_ok
+from ._ingest import Ingestor, Verdict, export_response
 
 __all__ = ["start_grpc"]
 
-log = logging.getLogger("watcher.daemon")
+_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+_CODES = {
+    Verdict.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
+    Verdict.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Verdict.UNSUPPORTED: grpc.StatusCode.INVALID_ARGUMENT,
+    Verdict.BUSY: grpc.StatusCode.UNAVAILABLE,
+    Verdict.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+}
 
 
-class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
-    """Export answers OK only after the spans are committed, like the HTTP port; storage trouble is
-    UNAVAILABLE (the exporter retries), a bad request INVALID_ARGUMENT, a missing token UNAUTHENTICATED."""
+def _export_handler(ingestor: Ingestor, token: str | None) -> Callable[[bytes, Any], bytes]:
+    """Export, taking the request's raw bytes: the ingestor decodes them once, as for HTTP.
 
-    def __init__(self, daemon: Daemon, token: str | None) -> None:
-        self._daemon, self._token = daemon, token
+    OK only after the spans are committed. A bad request is INVALID_ARGUMENT, a missing token
+    UNAUTHENTICATED; a busy daemon and storage trouble are UNAVAILABLE, which every OTLP
+    exporter retries, with a RetryInfo detail giving the delay (as Retry-After does over HTTP).
+    """
 
-    def Export(self, request: ExportTraceServiceRequest, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
-        if self._token is not None:
-            given = dict(context.invocation_metadata()).get("authorization", "")
-            if not hmac.compare_digest(str(given).encode(), f"Bearer {self._token}".encode()):
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
-        try:
-            body, default = request.SerializeToString(), self._daemon.default_request_type
-            spans = decode_request(body, "application/x-protobuf", default_request_type=default)
-            result = self._daemon.ingest(spans)
-        except DecodeError as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not a valid OTLP trace export: {error}")
-        except (sqlite3.Error, OSError) as error:
-            log.error("could not store a gRPC batch (%s); answering UNAVAILABLE", type(error).__name__)
-            context.abort(grpc.StatusCode.UNAVAILABLE, "the ledger is unavailable; retry later")
-        response = ExportTraceServiceResponse()
-        if result.rejected:
-            response.partial_success.CopyFrom(
-                ExportTracePartialSuccess(rejected_spans=result.rejected, error_message=result.message)
-            )
-        return response
+    def export(request: bytes, context: Any) -> bytes:
+        metadata = dict(context.invocation_metadata())
+        if not bearer_ok(str(metadata.get("authorization", "")), token):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+        dropped = metadata.get("x-watcher-dropped-spans")
+        outcome = ingestor.export(
+            lambda: request, "application/x-protobuf", dropped=dropped if isinstance(dropped, str) else None
+        )
+        if outcome.verdict is Verdict.STORED and outcome.result is not None:
+            return export_response(outcome.result).SerializeToString()  # type: ignore[no-any-return]
+        code = _CODES[outcome.verdict]
+        if outcome.retry_after_s:
+            details = _retry_details(code, outcome.message, outcome.retry_after_s)
+            context.set_trailing_metadata([("grpc-status-details-bin", details)])
+        context.abort(code, outcome.message)
+        raise AssertionError("unreachable: abort raises")
+
+    return export
 
 
-def start_grpc(address: str, daemon: Daemon, *, token: str | None, max_request_bytes: int) -> tuple[Any, int]:
-    """Starts a gRPC server on `address` (HOST:PORT, port 0 for any); returns it and its bound port."""
+def _retry_details(code: grpc.StatusCode, message: str, retry_after_s: int) -> bytes:
+    """A google.rpc.Status carrying a RetryInfo, as gRPC's rich error model puts it in trailers."""
+    status = Status(code=code.value[0], message=message)
+    status.details.add().Pack(RetryInfo(retry_delay=Duration(seconds=retry_after_s)))
+    return status.SerializeToString()  # type: ignore[no-any-return]
+
+
+def start_grpc(address: str, ingestor: Ingestor, *, token: str | None) -> tuple[Any, int]:
+    """Starts a gRPC server on `address` (HOST:PORT, port 0 for any); returns it and its bound port.
+
+    Four worker threads, so at most four requests are received at once (gRPC reads a message
+    only when a worker takes its call); each then waits for the ingestor's turn like HTTP.
+    """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="watcher-grpc"),
-        options=[("grpc.max_receive_message_length", max_request_bytes)],
+        options=[("grpc.max_receive_message_length", ingestor.max_request_bytes)],
     )
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(daemon, token), server)  # type: ignore[no-untyped-call]
+    method = grpc.unary_unary_rpc_method_handler(_export_handler(ingestor, token))  # no (de)serializers: bytes
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, {"Export": method}),))
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen for OTLP/gRPC on {address}")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
-import sqlite3
-import threading
+import socket
+import time
 from collections.abc import Callable
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,27 +13,34 @@ from typing import Any
 
 from google.protobuf import json_format
 from google.rpc.status_pb2 import Status
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTracePartialSuccess,
-    ExportTraceServiceResponse,
-)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from ._body import BodyError, inflate
-from ._core import Daemon, IngestResult
-from ._decode import DecodeError, decode_request
+from ._auth import bearer_ok
+from ._body import BodyError, body_length, read_body
+from ._core import Daemon
+from ._ingest import Ingestor, Verdict, export_response
 
 __all__ = ["DaemonServer"]
 
 log = logging.getLogger("watcher.daemon")
-_PROTOBUF = ("application/x-protobuf", "application/protobuf")
+
+_STATUS = {  # HTTP status, and the gRPC code the OTLP Status body carries
+    Verdict.INVALID: (400, 3),
+    Verdict.TOO_LARGE: (413, 8),
+    Verdict.UNSUPPORTED: (415, 3),
+    Verdict.BUSY: (503, 14),
+    Verdict.UNAVAILABLE: (503, 14),
+}
+_LINGER_S = 2.0  # how long an unread body is discarded after the answer, so the client reads it
 
 
 class DaemonServer(ThreadingHTTPServer):
     """One port for everything; a thread per connection (exporters keep a few connections alive).
 
-    `token`, when set, is required as `Authorization: Bearer ...` on every route but /healthz.
-    At most `max_ingests` exports are decoded and stored at once; one that waits longer than
-    `shed_after_s` for its turn is answered 503 with Retry-After, so exporters back off.
+    `token`, when set, is required as `Authorization: Bearer ...` on every route but /healthz,
+    and is checked before a byte of the body is read. Exports go through `ingestor`, which
+    bounds how many are read and stored at once. The listen backlog is `backlog` (capped by the
+    kernel's `somaxconn`), so a burst of connections waits in the queue, not on SYN retries.
     """
 
     daemon_threads = True
@@ -44,19 +50,16 @@ class DaemonServer(ThreadingHTTPServer):
         self,
         address: tuple[str, int],
         daemon: Daemon,
+        ingestor: Ingestor,
         *,
         clock: Callable[[], datetime],
         token: str | None = None,
-        max_request_bytes: int = 16 * 1024 * 1024,
-        max_ingests: int = 4,
-        shed_after_s: float = 10.0,
         metrics: Callable[[], bytes] | None = None,
+        backlog: int = 1024,
     ) -> None:
-        self.core, self.clock, self.token = daemon, clock, token
-        self.max_request_bytes = max_request_bytes
-        self.ingest_slots = threading.BoundedSemaphore(max_ingests)
-        self.shed_after_s = shed_after_s
+        self.core, self.ingestor, self.clock, self.token = daemon, ingestor, clock, token
         self.metrics = metrics
+        self.request_queue_size = backlog
         super().__init__(address, _Handler)
 
 
@@ -64,6 +67,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: DaemonServer
     protocol_version = "HTTP/1.1"
     timeout = 60
+    _unread = False  # a body was left unread: discard it after the answer (see finish)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -71,7 +75,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/healthz":
-            self._json(200, {"status": "ok"})
+            self._health()
         elif not self._authorized():
             return
         elif path == "/v1/killswitch":
@@ -85,69 +89,78 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
+        if not self._authorized():
+            return
         try:
-            if not self._authorized():
-                return
-            if path == "/v1/traces":
-                self._traces()
-            elif path.startswith("/v1/killswitch/") and path.endswith(("/engage", "/release")):
-                self._switch(path)
-            else:
-                self._read_body()
-                self._json(404, {"error": f"no route POST {path}"})
+            length = body_length(self.headers, self.server.ingestor.max_request_bytes)
         except BodyError as error:
-            self._json(error.status, {"error": str(error)})
+            self._unread = self.close_connection = True
+            self._refuse(path, error.status, str(error))
+            return
+        if path == "/v1/traces":
+            self._traces(length)
+        elif path.startswith("/v1/killswitch/") and path.endswith(("/engage", "/release")):
+            self._admin(length, lambda body: self._switch(path, body))
+        else:
+            self._admin(length, lambda _: self._json(404, {"error": f"no route POST {path}"}))
+
+    def _health(self) -> None:
+        """200 `ok`, or 503 `degraded` with the reason while the ledger cannot commit (docs/api.md)."""
+        failure = self.server.ingestor.health()
+        if failure is None:
+            self._json(200, {"status": "ok"})
+        else:
+            self._json(503, {"status": "degraded", "reason": failure})
 
     def _authorized(self) -> bool:
-        token = self.server.token
-        if token is None:
+        """True when the request carries the token; else answers 401 and closes, the body unread."""
+        if bearer_ok(self.headers.get("authorization", ""), self.server.token):
             return True
-        given = self.headers.get("authorization", "")
-        if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return True
-        self._read_body()
+        self.close_connection = True
+        self._unread = "transfer-encoding" in self.headers or self.headers.get("content-length", "0").strip() != "0"
         self._json(401, {"error": "missing or wrong bearer token; set WATCHER_TOKEN to the daemon's token"})
         return False
 
-    def _traces(self) -> None:
-        content_type = self.headers.get("content-type", "").split(";")[0].strip().lower()
-        try:
-            body = inflate(self._read_body(), self.headers.get("content-encoding", ""), self.server.max_request_bytes)
-            if content_type not in (*_PROTOBUF, "application/json"):
-                raise BodyError(415, f"unsupported Content-Type {content_type!r}; use application/x-protobuf or json")
-            spans = decode_request(body, content_type, default_request_type=self.server.core.default_request_type)
-        except BodyError as error:
-            self._status(error.status, str(error), content_type)
-            return
-        except DecodeError as error:
-            self._status(400, f"not a valid OTLP trace export: {error}", content_type)
-            return
-        if not self.server.ingest_slots.acquire(timeout=self.server.shed_after_s):
-            self._status(503, "the daemon is busy; retry later", content_type, retry_after=1)
-            return
-        try:
-            result = self.server.core.ingest(spans)
-        except (sqlite3.Error, OSError) as error:
-            log.error("could not store a batch (%s); answering 503 so the exporter retries", type(error).__name__)
-            self._status(503, "the ledger is unavailable; retry later", content_type, retry_after=5)
-            return
-        finally:
-            self.server.ingest_slots.release()
-        self._export_response(result, content_type)
+    def _refuse(self, path: str, status: int, message: str) -> None:
+        if path == "/v1/traces":
+            self._status(status, _grpc_code(status), message, self.headers.get("content-type", ""))
+        else:
+            self._json(status, {"error": message})
 
-    def _export_response(self, result: IngestResult, content_type: str) -> None:
-        response = ExportTraceServiceResponse()
-        if result.rejected:
-            response.partial_success.CopyFrom(
-                ExportTracePartialSuccess(rejected_spans=result.rejected, error_message=result.message)
-            )
-        if content_type == "application/json":
+    def _admin(self, length: int | None, answer: Callable[[bytes], None]) -> None:
+        """Reads the body of an admin request (small; the request limit applies) and hands it to `answer`."""
+        try:
+            body = read_body(self.rfile, length, self.server.ingestor.max_request_bytes)
+        except BodyError as error:
+            self._unread = self.close_connection = True
+            self._json(error.status, {"error": str(error)})
+            return
+        answer(body)
+
+    def _traces(self, length: int | None) -> None:
+        content_type = self.headers.get("content-type", "")
+        body = _Body(self, length)
+        outcome = self.server.ingestor.export(
+            body.read,
+            content_type,
+            encoding=self.headers.get("content-encoding", ""),
+            dropped=self.headers.get("x-watcher-dropped-spans"),
+        )
+        if not body.whole:  # unread, or read only in part: the connection is out of step
+            self._unread = self.close_connection = True
+        if outcome.verdict is Verdict.STORED and outcome.result is not None:
+            self._export_response(export_response(outcome.result), content_type)
+            return
+        status, code = _STATUS[outcome.verdict]
+        self._status(status, code, outcome.message, content_type, outcome.retry_after_s)
+
+    def _export_response(self, response: ExportTraceServiceResponse, content_type: str) -> None:
+        if _is_json(content_type):
             self._send(200, json_format.MessageToJson(response).encode(), "application/json")
         else:
             self._send(200, response.SerializeToString(), "application/x-protobuf")
 
-    def _switch(self, path: str) -> None:
-        body = self._read_body()
+    def _switch(self, path: str, body: bytes) -> None:
         name, action = path.removeprefix("/v1/killswitch/").rsplit("/", 1)
         try:
             until = _until(body) if action == "release" else None
@@ -160,34 +173,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._json(200, answer)
 
-    def _read_body(self) -> bytes:
-        """The request body, refusing (BodyError 413) one over the limit before reading it."""
-        if self.headers.get("transfer-encoding", "").lower() == "chunked":
-            return self._read_chunked()
-        length = int(self.headers.get("content-length") or 0)
-        if length > self.server.max_request_bytes:
-            self.close_connection = True
-            raise BodyError(413, f"the body is over the {self.server.max_request_bytes}-byte limit")
-        return self.rfile.read(length) if length else b""
-
-    def _read_chunked(self) -> bytes:
-        parts: list[bytes] = []
-        total = 0
-        while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
-            total += size
-            if total > self.server.max_request_bytes:
-                self.close_connection = True
-                raise BodyError(413, f"the body is over the {self.server.max_request_bytes}-byte limit")
-            parts.append(self.rfile.read(size))
-            self.rfile.readline()
-        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-            pass
-        return b"".join(parts)
-
-    def _status(self, status: int, message: str, content_type: str, retry_after: int | None = None) -> None:
+    def _status(self, status: int, code: int, message: str, content_type: str, retry_after: int | None = None) -> None:
+        """An OTLP error answer: a google.rpc.Status in the request's format, Retry-After when given."""
         headers = {"retry-after": str(retry_after)} if retry_after else {}
-        rpc = Status(code=_grpc_code(status), message=message)
-        if content_type == "application/json":
+        rpc = Status(code=code, message=message)
+        if _is_json(content_type):
             self._send(status, json_format.MessageToJson(rpc).encode(), "application/json", headers)
         else:
             self._send(status, rpc.SerializeToString(), "application/x-protobuf", headers)
@@ -205,6 +195,48 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("connection", "close")
         self.end_headers()
         self.wfile.write(payload)
+
+    def finish(self) -> None:
+        """After an answer that left a body unread: a lingering close, as web servers do.
+
+        The answer is already sent; half-closing and discarding what the client still sends (at
+        most the size limit, for at most `_LINGER_S`, never kept) lets it read the answer instead
+        of losing it to the reset that closing on unread data causes.
+        """
+        super().finish()
+        if self._unread:
+            _discard(self.connection, self.server.ingestor.max_request_bytes, time.monotonic() + _LINGER_S)
+
+
+class _Body:
+    """An export's body, read on demand by the ingestor; `whole` once it was read to its end."""
+
+    def __init__(self, handler: _Handler, length: int | None) -> None:
+        self._handler, self._length = handler, length
+        self.whole = length == 0
+
+    def read(self) -> bytes:
+        handler = self._handler
+        body = read_body(handler.rfile, self._length, handler.server.ingestor.max_request_bytes)
+        self.whole = True
+        return body
+
+
+def _discard(connection: socket.socket, budget: int, deadline: float) -> None:
+    try:
+        connection.shutdown(socket.SHUT_WR)
+        while budget > 0 and (left := deadline - time.monotonic()) > 0:
+            connection.settimeout(left)
+            received = connection.recv(min(budget, 1 << 16))
+            if not received:
+                return
+            budget -= len(received)
+    except OSError:
+        return
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() == "application/json"
 
 
 _UNTIL_FORM = 'a release body is empty or {"until": TIME}, TIME in RFC 3339 with an offset, e.g. 2026-11-25T18:00:00Z'

@@ -33,6 +33,7 @@ class Counters:
     duplicates: int = 0
     rejected: int = 0
     ignored: int = 0
+    hook_dropped: int = 0  # spans hooks reported dropping (X-Watcher-Dropped-Spans)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
@@ -192,6 +193,11 @@ class WatcherCollector(Collector):
                     c.duplicates,
                 ),
                 ("watcher_spans_rejected", "Spans with malformed usage, reported as partial success.", c.rejected),
+                (
+                    "watcher_hook_dropped_spans",
+                    "Spans hooks reported dropping before export (their disk spool was full).",
+                    c.hook_dropped,
+                ),
             )
         for name, doc, value in values:
             yield CounterMetricFamily(name, doc, value=value)

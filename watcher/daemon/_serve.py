@@ -23,6 +23,7 @@ from ._books import Books
 from ._core import Daemon
 from ._grpc import start_grpc
 from ._http import DaemonServer
+from ._ingest import Ingestor
 from ._metrics import WatcherCollector, render
 from ._state import StateStore
 
@@ -84,10 +85,7 @@ class Running:
         """Serves on background threads and re-evaluates budgets every `tick_s` (period rollover)."""
         if self.grpc_address is not None:
             host, port = self.grpc_address
-            token = self.server.token
-            self.grpc_server, bound = start_grpc(
-                f"{host}:{port}", self.daemon, token=token, max_request_bytes=self.server.max_request_bytes
-            )
+            self.grpc_server, bound = start_grpc(f"{host}:{port}", self.server.ingestor, token=self.server.token)
             self.grpc_address = (host, bound)
         self.dispatcher.start()
         threading.Thread(target=self.server.serve_forever, name="watcher-http", daemon=True).start()
@@ -144,14 +142,13 @@ def build(
     daemon = Daemon(ledger, prices, books, default_request_type=settings.default_request_type)
     books.evaluate()
     collector = WatcherCollector(daemon.spend, daemon.counters, books, dispatcher)
-    server = DaemonServer(
-        (host, port),
+    ingestor = Ingestor(
         daemon,
-        clock=clock,
-        token=token,
         max_request_bytes=settings.max_request_bytes,
-        metrics=lambda: render(collector),
+        max_concurrent=settings.max_concurrent_exports,
+        busy_wait_s=settings.busy_wait_s,
     )
+    server = DaemonServer((host, port), daemon, ingestor, clock=clock, token=token, metrics=lambda: render(collector))
     grpc_address = parse_listen(settings.grpc_listen) if settings.grpc_listen else None
     if grpc_address and not _is_loopback(grpc_address[0]) and not token:
         raise ConfigError(f"refusing OTLP/gRPC on {grpc_address[0]} without a token: set WATCHER_TOKEN")
