@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ._client import DaemonClient, DaemonRefused
 from ._version import __version__
+from .exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 __all__ = ["main"]
 
@@ -37,24 +43,37 @@ def _price(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import logging
-    from pathlib import Path
+def _settings(config: str | None = None, **values: Any) -> Settings:
+    """The settings, read from `config` when it is given; ConfigError, in one line, for a value that is invalid.
 
-    from .daemon import serve
+    A missing `config` file, an unknown key or bad TOML raise ConfigError from the settings themselves.
+    """
+    from pydantic import ValidationError
+
     from .settings import Settings
 
+    try:
+        return Settings.from_file(Path(config), **values) if config else Settings(**values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = ".".join(map(str, first["loc"]))
+        where = f"WATCHER_{name.upper()} or {name} in the config file"
+        raise ConfigError(f"invalid setting {name} = {first['input']!r}: {first['msg']}; fix {where}") from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from .daemon import serve
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = {"listen": args.listen} if args.listen else {}
-    settings = Settings.from_file(Path(args.config), **overrides) if args.config else Settings(**overrides)
+    settings = _settings(args.config, **({"listen": args.listen} if args.listen else {}))
     return serve(settings, type(settings).config_file())
 
 
 def _client() -> DaemonClient:
     """A client for the daemon the settings name (WATCHER_ENDPOINT, WATCHER_TOKEN)."""
-    from .settings import Settings
-
-    settings = Settings()
+    settings = _settings()
     return DaemonClient(settings.endpoint, settings.token.get_secret_value() if settings.token else None)
 
 
@@ -82,11 +101,10 @@ def _report(args: argparse.Namespace) -> int:
 
     from .ledger import open_ledger
     from .reporting import parse_since, render_report
-    from .settings import Settings
 
     until = parse_since(args.until, datetime.now(UTC)) if args.until else datetime.now(UTC)
     since = parse_since(args.since, until)
-    ledger = open_ledger(Settings().ledger_url())
+    ledger = open_ledger(_settings().ledger_url())
     try:
         print(render_report(ledger.breakdown(since, until, args.by), args.by, since, until))
     finally:
@@ -153,7 +171,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
     serve = commands.add_parser("serve", help="run the daemon: OTLP ingest, ledger, budgets, kill switches")
     serve.add_argument("--listen", help="HOST:PORT (default WATCHER_LISTEN or 127.0.0.1:4318)")
-    serve.add_argument("--config", help="TOML config file with [[budgets]] (default WATCHER_CONFIG or ./watcher.toml)")
+    serve.add_argument(
+        "--config",
+        help="TOML file of settings and [[budgets]] (default WATCHER_CONFIG, else ./watcher.toml if present)",
+    )
     serve.set_defaults(run=_serve)
     status = commands.add_parser("status", help="each budget's spend, limit, percent, state and reset time")
     status.set_defaults(run=_status)
@@ -184,9 +205,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs one `watcher` command; returns its exit code."""
+    """Runs one `watcher` command; returns its exit code.
+
+    A ConfigError (a config file, setting or argument that cannot be used) is printed as its one
+    line on stderr, without a traceback, and exits 2: the message already says where and what to fix.
+    """
     args = _parser().parse_args(argv)
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except ConfigError as error:
+        print(" ".join(str(error).splitlines()), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
