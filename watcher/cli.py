@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ from ._version import __version__
 from .exceptions import ConfigError
 
 if TYPE_CHECKING:
+    from .ledger import BreakdownRow
     from .settings import Settings
 
 __all__ = ["main"]
@@ -71,19 +73,40 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(settings, type(settings).config_file())
 
 
-def _client() -> DaemonClient:
+class _Stop(Exception):
+    """Ends a command: its message goes to stderr as one line, and `main` returns `code`."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _client(settings: Settings | None = None) -> DaemonClient:
     """A client for the daemon the settings name (WATCHER_ENDPOINT, WATCHER_TOKEN)."""
-    settings = _settings()
+    settings = settings or _settings()
     return DaemonClient(settings.endpoint, settings.token.get_secret_value() if settings.token else None)
+
+
+def _ask(client: DaemonClient, path: str, instead: str) -> Any:
+    """The daemon's JSON answer to `GET path`; _Stop naming the endpoint when there is none, with `instead`
+    (what else to do) when it cannot be reached."""
+    try:
+        return client.get_json(path)
+    except DaemonRefused as error:
+        raise _Stop(f"the daemon at {client.endpoint} refused: {error}", 2 if error.status == 400 else 1) from None
+    except OSError as error:
+        reason = getattr(error, "reason", error)
+        reason = getattr(reason, "strerror", None) or reason
+        raise _Stop(f"cannot reach the daemon at {client.endpoint} ({reason}); {instead}") from None
+    except ValueError as error:
+        raise _Stop(f"the daemon at {client.endpoint} answered with something that is not JSON ({error})") from None
 
 
 def _status(args: argparse.Namespace) -> int:
     client = _client()
-    try:
-        document = client.get_json("/v1/budgets")
-    except (OSError, ValueError) as error:
-        print(f"cannot read budgets from the daemon at {client.endpoint}: {error}", file=sys.stderr)
-        return 1
+    instead = "start it (watcher serve) or set WATCHER_ENDPOINT to its address: budgets live in the daemon"
+    document = _ask(client, "/v1/budgets", instead)
+    print(f"from the daemon at {client.endpoint}")
     budgets = document.get("budgets", []) if isinstance(document, dict) else []
     if not budgets:
         print("no budgets configured (add [[budgets]] to the daemon's config file)")
@@ -97,19 +120,52 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
+    """Asks the daemon at WATCHER_ENDPOINT, or reads the file `--ledger` names; never creates a ledger."""
+    from .reporting import render_report
 
-    from .ledger import open_ledger
-    from .reporting import parse_since, render_report
+    source, since, until, rows = _report_from_file(args.ledger, args) if args.ledger else _report_from_daemon(args)
+    print(f"from {source}")
+    print(render_report(rows, args.by, since, until))
+    return 0
 
-    until = parse_since(args.until, datetime.now(UTC)) if args.until else datetime.now(UTC)
-    since = parse_since(args.since, until)
-    ledger = open_ledger(_settings().ledger_url())
+
+def _report_from_daemon(args: argparse.Namespace) -> tuple[str, datetime, datetime, list[BreakdownRow]]:
+    """The report the daemon builds over its ledger, its window read by the daemon's clock."""
+    from urllib.parse import urlencode
+
+    from .reporting import row_from_json
+
+    settings = _settings()
+    client = _client(settings)
+    known = settings.ledger_url().removeprefix("sqlite:///")
+    path = known if known != settings.ledger_url() and Path(known).expanduser().is_file() else "PATH"
+    instead = f"start it (watcher serve), set WATCHER_ENDPOINT to its address, or read a file: --ledger {path}"
+    query = {"since": args.since, "by": args.by, **({"until": args.until} if args.until else {})}
+    document = _ask(client, f"/v1/report?{urlencode(query)}", instead)
     try:
-        print(render_report(ledger.breakdown(since, until, args.by), args.by, since, until))
+        window = (datetime.fromisoformat(document["since"]), datetime.fromisoformat(document["until"]))
+        rows = [row_from_json(row) for row in document["rows"]]
+    except (KeyError, TypeError, ValueError) as error:
+        raise _Stop(f"the daemon at {client.endpoint} answered with something that is not a report ({error})") from None
+    return (f"the daemon at {client.endpoint}", *window, rows)
+
+
+def _report_from_file(file: str, args: argparse.Namespace) -> tuple[str, datetime, datetime, list[BreakdownRow]]:
+    """The report over the ledger file `file`, opened read-only: ConfigError when it is not there."""
+    from .ledger import open_ledger
+    from .reporting import report_window
+
+    try:
+        since, until = report_window(args.since, args.until, datetime.now(UTC))
+    except ValueError as error:
+        raise _Stop(str(error), 2) from None
+    path = Path(file).expanduser().absolute()
+    ledger = open_ledger(f"sqlite:///{path}", read_only=True)
+    try:
+        rows = ledger.breakdown(since, until, args.by)
     finally:
         ledger.close()
-    return 0
+    return f"the ledger file {path}", since, until, rows
 
 
 def _killswitch(args: argparse.Namespace) -> int:
@@ -178,9 +234,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
     status = commands.add_parser("status", help="each budget's spend, limit, percent, state and reset time")
     status.set_defaults(run=_status)
-    report = commands.add_parser("report", help="cost breakdown from the ledger")
+    report = commands.add_parser("report", help="cost breakdown from the daemon's ledger (or a ledger file)")
     report.add_argument("--since", default="7d", help="how far back: 24h, 7d, 30d, or an ISO date (default 7d)")
-    report.add_argument("--until", default=None, help="end of the report: an ISO date/time (default now)")
+    report.add_argument("--until", default=None, help="end of the report: 24h, 7d, or an ISO date/time (default now)")
+    report.add_argument(
+        "--ledger", metavar="PATH", help="read this ledger file instead of asking the daemon at WATCHER_ENDPOINT"
+    )
     report.add_argument("--by", default="request_type", choices=["request_type", "model", "service", "environment"])
     report.set_defaults(run=_report)
     kill = commands.add_parser("killswitch", help="show, engage or release kill switches on the daemon")
@@ -216,6 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(" ".join(str(error).splitlines()), file=sys.stderr)
         return 2
+    except _Stop as stop:
+        print(stop, file=sys.stderr)
+        return stop.code
 
 
 if __name__ == "__main__":
