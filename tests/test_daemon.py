@@ -401,7 +401,7 @@ def test_metrics_and_report_show_cache_and_batch_savings_and_estimated_spend(
     estimated = sample(text, "watcher_estimated_cost_usd_total", **nova)
     assert estimated == sample(text, "watcher_cost_usd_total", **nova) > 0
     assert sample(text, "watcher_estimated_cost_usd_total", **chat) == 0
-    monkeypatch.setenv("WATCHER_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("WATCHER_ENDPOINT", daemon.address)  # the report asks the daemon that kept the books
     assert main(["report", "--since", "2026-11-25", "--until", "2026-11-26", "--by", "request_type"]) == 0
     out = capsys.readouterr().out
     assert "caching saved 0.0088 USD net (0.0090 on cache reads, 0.0002 paid above input rates" in out, out

@@ -7,10 +7,17 @@ import json
 import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ._client import DaemonClient, DaemonRefused
 from ._version import __version__
+from .exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from .ledger import BreakdownRow
+    from .settings import Settings
 
 __all__ = ["main"]
 
@@ -40,34 +47,68 @@ def _price(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import logging
-    from pathlib import Path
+def _settings(config: str | None = None, **values: Any) -> Settings:
+    """The settings, read from `config` when it is given; ConfigError, in one line, for a value that is invalid.
 
-    from .daemon import serve
+    A missing `config` file, an unknown key or bad TOML raise ConfigError from the settings themselves.
+    """
+    from pydantic import ValidationError
+
     from .settings import Settings
 
+    try:
+        return Settings.from_file(Path(config), **values) if config else Settings(**values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = ".".join(map(str, first["loc"]))
+        where = f"WATCHER_{name.upper()} or {name} in the config file"
+        raise ConfigError(f"invalid setting {name} = {first['input']!r}: {first['msg']}; fix {where}") from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from .daemon import serve
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = {"listen": args.listen} if args.listen else {}
-    settings = Settings.from_file(Path(args.config), **overrides) if args.config else Settings(**overrides)
+    settings = _settings(args.config, **({"listen": args.listen} if args.listen else {}))
     return serve(settings, type(settings).config_file())
 
 
-def _client() -> DaemonClient:
-    """A client for the daemon the settings name (WATCHER_ENDPOINT, WATCHER_TOKEN)."""
-    from .settings import Settings
+class _Stop(Exception):
+    """Ends a command: its message goes to stderr as one line, and `main` returns `code`."""
 
-    settings = Settings()
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _client(settings: Settings | None = None) -> DaemonClient:
+    """A client for the daemon the settings name (WATCHER_ENDPOINT, WATCHER_TOKEN)."""
+    settings = settings or _settings()
     return DaemonClient(settings.endpoint, settings.token.get_secret_value() if settings.token else None)
+
+
+def _ask(client: DaemonClient, path: str, instead: str) -> Any:
+    """The daemon's JSON answer to `GET path`; _Stop naming the endpoint when there is none, with `instead`
+    (what else to do) when it cannot be reached."""
+    try:
+        return client.get_json(path)
+    except DaemonRefused as error:
+        raise _Stop(f"the daemon at {client.endpoint} refused: {error}", 2 if error.status == 400 else 1) from None
+    except OSError as error:
+        reason = getattr(error, "reason", error)
+        reason = getattr(reason, "strerror", None) or reason
+        raise _Stop(f"cannot reach the daemon at {client.endpoint} ({reason}); {instead}") from None
+    except ValueError as error:
+        raise _Stop(f"the daemon at {client.endpoint} answered with something that is not JSON ({error})") from None
 
 
 def _status(args: argparse.Namespace) -> int:
     client = _client()
-    try:
-        document = client.get_json("/v1/budgets")
-    except (OSError, ValueError) as error:
-        print(f"cannot read budgets from the daemon at {client.endpoint}: {error}", file=sys.stderr)
-        return 1
+    instead = "start it (watcher serve) or set WATCHER_ENDPOINT to its address: budgets live in the daemon"
+    document = _ask(client, "/v1/budgets", instead)
+    print(f"from the daemon at {client.endpoint}")
     budgets = document.get("budgets", []) if isinstance(document, dict) else []
     if not budgets:
         print("no budgets configured (add [[budgets]] to the daemon's config file)")
@@ -106,20 +147,52 @@ def _delivery_problems(budget: dict[str, Any]) -> list[str]:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
+    """Asks the daemon at WATCHER_ENDPOINT, or reads the file `--ledger` names; never creates a ledger."""
+    from .reporting import render_report
 
-    from .ledger import open_ledger
-    from .reporting import parse_since, render_report
-    from .settings import Settings
+    source, since, until, rows = _report_from_file(args.ledger, args) if args.ledger else _report_from_daemon(args)
+    print(f"from {source}")
+    print(render_report(rows, args.by, since, until))
+    return 0
 
-    until = parse_since(args.until, datetime.now(UTC)) if args.until else datetime.now(UTC)
-    since = parse_since(args.since, until)
-    ledger = open_ledger(Settings().ledger_url())
+
+def _report_from_daemon(args: argparse.Namespace) -> tuple[str, datetime, datetime, list[BreakdownRow]]:
+    """The report the daemon builds over its ledger, its window read by the daemon's clock."""
+    from urllib.parse import urlencode
+
+    from .reporting import row_from_json
+
+    settings = _settings()
+    client = _client(settings)
+    known = settings.ledger_url().removeprefix("sqlite:///")
+    path = known if known != settings.ledger_url() and Path(known).expanduser().is_file() else "PATH"
+    instead = f"start it (watcher serve), set WATCHER_ENDPOINT to its address, or read a file: --ledger {path}"
+    query = {"since": args.since, "by": args.by, **({"until": args.until} if args.until else {})}
+    document = _ask(client, f"/v1/report?{urlencode(query)}", instead)
     try:
-        print(render_report(ledger.breakdown(since, until, args.by), args.by, since, until))
+        window = (datetime.fromisoformat(document["since"]), datetime.fromisoformat(document["until"]))
+        rows = [row_from_json(row) for row in document["rows"]]
+    except (KeyError, TypeError, ValueError) as error:
+        raise _Stop(f"the daemon at {client.endpoint} answered with something that is not a report ({error})") from None
+    return (f"the daemon at {client.endpoint}", *window, rows)
+
+
+def _report_from_file(file: str, args: argparse.Namespace) -> tuple[str, datetime, datetime, list[BreakdownRow]]:
+    """The report over the ledger file `file`, opened read-only: ConfigError when it is not there."""
+    from .ledger import open_ledger
+    from .reporting import report_window
+
+    try:
+        since, until = report_window(args.since, args.until, datetime.now(UTC))
+    except ValueError as error:
+        raise _Stop(str(error), 2) from None
+    path = Path(file).expanduser().absolute()
+    ledger = open_ledger(f"sqlite:///{path}", read_only=True)
+    try:
+        rows = ledger.breakdown(since, until, args.by)
     finally:
         ledger.close()
-    return 0
+    return f"the ledger file {path}", since, until, rows
 
 
 def _killswitch(args: argparse.Namespace) -> int:
@@ -213,13 +286,19 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
     serve = commands.add_parser("serve", help="run the daemon: OTLP ingest, ledger, budgets, kill switches")
     serve.add_argument("--listen", help="HOST:PORT (default WATCHER_LISTEN or 127.0.0.1:4318)")
-    serve.add_argument("--config", help="TOML config file with [[budgets]] (default WATCHER_CONFIG or ./watcher.toml)")
+    serve.add_argument(
+        "--config",
+        help="TOML file of settings and [[budgets]] (default WATCHER_CONFIG, else ./watcher.toml if present)",
+    )
     serve.set_defaults(run=_serve)
     status = commands.add_parser("status", help="each budget's spend, limit, percent, state and reset time")
     status.set_defaults(run=_status)
-    report = commands.add_parser("report", help="cost breakdown from the ledger")
+    report = commands.add_parser("report", help="cost breakdown from the daemon's ledger (or a ledger file)")
     report.add_argument("--since", default="7d", help="how far back: 24h, 7d, 30d, or an ISO date (default 7d)")
-    report.add_argument("--until", default=None, help="end of the report: an ISO date/time (default now)")
+    report.add_argument("--until", default=None, help="end of the report: 24h, 7d, or an ISO date/time (default now)")
+    report.add_argument(
+        "--ledger", metavar="PATH", help="read this ledger file instead of asking the daemon at WATCHER_ENDPOINT"
+    )
     report.add_argument("--by", default="request_type", choices=["request_type", "model", "service", "environment"])
     report.set_defaults(run=_report)
     kill = commands.add_parser("killswitch", help="show, engage or release kill switches on the daemon")
@@ -247,9 +326,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs one `watcher` command; returns its exit code."""
+    """Runs one `watcher` command; returns its exit code.
+
+    A ConfigError (a config file, setting or argument that cannot be used) is printed as its one
+    line on stderr, without a traceback, and exits 2: the message already says where and what to fix.
+    """
     args = _parser().parse_args(argv)
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except ConfigError as error:
+        print(" ".join(str(error).splitlines()), file=sys.stderr)
+        return 2
+    except _Stop as stop:
+        print(stop, file=sys.stderr)
+        return stop.code
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, SecretStr, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -15,10 +15,19 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from watcher._toml import check_keys, parse
+from watcher.exceptions import ConfigError
+
 __all__ = ["CONFIG_FILE_ENV", "Settings"]
 
 CONFIG_FILE_ENV = "WATCHER_CONFIG"
 """Names the TOML file whose top-level keys are settings (default `watcher.toml` in the working directory)."""
+
+DEFAULT_CONFIG_FILE = Path("watcher.toml")
+"""The config file read when none is named: relative to the working directory, and skipped when absent."""
+
+_OTHER_KEYS = ("budgets",)
+"""Top-level keys of the config file that are not settings: the daemon reads them (`watcher.budgets`)."""
 
 
 def _default_state_dir() -> Path:
@@ -32,7 +41,9 @@ def _empty_is_none(value: object) -> object:
 
 
 class AlertsConfig(BaseModel):
-    """The `[alerts]` table of the config file."""
+    """The `[alerts]` table of the config file; an unknown key is refused (e.g. `url` for `urls`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     urls: list[str] = Field(default_factory=list)
     apprise_config: Path | None = None
@@ -43,9 +54,10 @@ class Settings(BaseSettings):
 
     Sources, highest priority first: arguments to `Settings(...)`, environment variables
     (`WATCHER_` + the field name in capitals), a `.env` file, then the top-level keys of the
-    TOML file named by `WATCHER_CONFIG` (default `./watcher.toml`; a missing file is skipped).
-    Unknown keys in the TOML file are ignored, because the same file also holds the daemon's
-    budgets and alerts.
+    TOML file named by `WATCHER_CONFIG` (default `./watcher.toml`, skipped when absent; a file
+    named on purpose must exist). The file's top-level keys are these fields plus the daemon's
+    `[[budgets]]`; any other key, or a key of `[alerts]` that it does not have, is refused with
+    its line, since a misspelt setting silently left at its default is a promise broken.
     """
 
     model_config = SettingsConfigDict(
@@ -149,8 +161,6 @@ class Settings(BaseSettings):
         """The ledger's URL: WATCHER_DATABASE_URL, else a SQLite file in the state directory."""
         return self.database_url or f"sqlite:///{self.state_dir / 'ledger.db'}"
 
-    """WATCHER_ENABLED: `false` makes `import watcher.auto` do nothing, for switching watcher off without a deploy."""
-
     @field_validator("endpoint")
     @classmethod
     def _endpoint_is_http(cls, value: str) -> str:
@@ -167,15 +177,27 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Init, then environment, then `.env`, then the TOML config file (`config_file()`)."""
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=cls.config_file())
+        """Init, then environment, then `.env`, then the TOML config file (`config_file()`), its keys checked."""
+        toml = _CheckedToml(settings_cls, toml_file=cls.config_file())
         return init_settings, env_settings, dotenv_settings, toml
 
     @classmethod
-    def config_file(cls) -> Path:
-        """The TOML file these settings read: the one given to `from_file`, else WATCHER_CONFIG, else `watcher.toml`."""
-        given = cls.model_config.get("toml_file")
-        return Path(given) if isinstance(given, str | Path) else Path(os.environ.get(CONFIG_FILE_ENV, "watcher.toml"))
+    def config_file(cls) -> Path | None:
+        """The TOML file these settings read: the one given to `from_file`, else WATCHER_CONFIG, else `watcher.toml`
+        when it exists; None when there is none.
+
+        Raises ConfigError when a file named on purpose (`from_file`, `--config`, WATCHER_CONFIG) is not
+        there: skipping it would start a daemon without its budgets. Only the implicit default may be absent.
+        """
+        given = cls.model_config.get("toml_file") or os.environ.get(CONFIG_FILE_ENV)
+        if not isinstance(given, str | Path) or not str(given):
+            return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+        named = Path(given)
+        if not named.expanduser().is_file():
+            problem = "is a directory" if named.expanduser().is_dir() else "does not exist"
+            fix = f"fix the path given to --config or {CONFIG_FILE_ENV}"
+            raise ConfigError(f"{named}: the config file {problem}; {fix}")
+        return named
 
     @classmethod
     def from_file(cls, config_file: Path, **values: Any) -> Settings:
@@ -188,3 +210,31 @@ class Settings(BaseSettings):
         bound = type(cls.__name__, (cls,), {"model_config": {**cls.model_config, "toml_file": config_file}})
         settings: Settings = bound(**values)
         return settings
+
+
+class _CheckedToml(TomlConfigSettingsSource):
+    """pydantic-settings' TOML source, refusing bad syntax and unknown keys with `file:line: message`.
+
+    Valid keys are decided once, from the model: its field names plus `budgets` at the top level,
+    and the fields of each table that is a model (`[alerts]`).
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], toml_file: Path | None) -> None:
+        fields = settings_cls.model_fields
+        self._valid = (*fields, *_OTHER_KEYS)
+        self._tables = {
+            name: tuple(field.annotation.model_fields)
+            for name, field in fields.items()
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        }
+        super().__init__(settings_cls, toml_file=toml_file)
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        source = str(file_path)
+        try:
+            text = Path(file_path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{source}: cannot read the config file ({error}); check the file") from None
+        document = parse(text, source)
+        check_keys(document, text, source, self._valid, self._tables)
+        return document

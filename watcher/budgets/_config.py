@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import tomllib
 import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
+from watcher._toml import parse
 from watcher.budgets._period import PERIODS, Period
 from watcher.exceptions import ConfigError
 from watcher.ledger import Scope
@@ -28,7 +28,6 @@ _KEYS = ("name", "limit_usd", "period", "timezone", "scope", "alert_at", "kill_a
 _SCOPE_KEYS = tuple(f.name for f in fields(Scope))
 _HEADER = re.compile(r"^\s*\[\[\s*budgets\s*\]\]")
 _OTHER_TABLE = re.compile(r"^\s*\[(?!\s*budgets\s*\.)")
-_TOML_WHERE = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +78,7 @@ def parse_budgets(text: str, source: str = "<config>") -> list[Budget]:
     Raises ``ConfigError`` as ``"{source}:{line}: {what is wrong}; {how to fix}"``. Lines of
     values are found by scanning for the Nth ``[[budgets]]`` header and the key inside it.
     """
-    raw = _toml(text, source).get("budgets")
+    raw = parse(text, source, parse_float=Decimal).get("budgets")
     if raw is None:
         return []
     lines = _Lines(source, text)
@@ -130,19 +129,6 @@ class _Lines:
 
     def _first(self, pattern: str, block: Iterable[int]) -> int | None:
         return next((n + 1 for n in block if re.search(pattern, self.lines[n])), None)
-
-
-def _toml(text: str, source: str) -> dict[str, Any]:
-    """The parsed document, numbers with a fraction as exact ``Decimal``s."""
-    try:
-        return tomllib.loads(text, parse_float=Decimal)
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        found = _TOML_WHERE.search(message)
-        line, column = (found.group(1), found.group(2)) if found else (str(len(text.splitlines()) or 1), "end")
-        reason = _TOML_WHERE.sub("", message).replace(" (at end of document)", "")
-        where = f"{source}:{line}: invalid TOML at column {column}"
-        raise ConfigError(f"{where}: {reason}; fix the syntax there") from None
 
 
 def _budget(table: dict[str, Any], lines: _Lines, index: int) -> Budget:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from watcher.ledger import Entry, Ledger, Scope
 from watcher.pricing import PriceTable
+from watcher.reporting import report_window, row_json
 
 from ._books import Books, BudgetView, Hold
 from ._decode import SpanRecord
@@ -17,6 +18,8 @@ from ._normalize import normalize
 from ._state import EventRecord
 
 __all__ = ["Daemon", "IngestResult"]
+
+_REPORT_PARAMETERS = frozenset({"since", "until", "by"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,29 @@ class Daemon:
             "version": 1,
             "generated_at": _iso(now),
             "budgets": [self._budget_json(v, now) for v in self.books.views.values()],
+        }
+
+    def report(self, now: datetime, query: Mapping[str, str]) -> dict[str, Any]:
+        """The `/v1/report` document: the ledger's spend over a window, by one dimension (docs/api.md).
+
+        `query` holds `since` (default `7d`), `until` (default `now`) and `by` (default `request_type`),
+        read as `watcher report` reads its options, relative to `now`: the daemon's clock, which is
+        also the clock its entries were judged by. Raises ValueError, saying the fix, for an unknown
+        parameter, a bad value or an empty window. Blocks appends while the ledger is read.
+        """
+        unknown = sorted(set(query) - _REPORT_PARAMETERS)
+        if unknown:
+            raise ValueError(f"unknown query parameter {unknown[0]!r}: use {', '.join(sorted(_REPORT_PARAMETERS))}")
+        by = query.get("by", "request_type")
+        since, until = report_window(query.get("since", "7d"), query.get("until"), now)
+        rows = self.ledger.breakdown(since, until, by)
+        return {
+            "version": 1,
+            "generated_at": _iso(now),
+            "since": _iso(since),
+            "until": _iso(until),
+            "by": by,
+            "rows": [row_json(row) for row in rows],
         }
 
     @staticmethod

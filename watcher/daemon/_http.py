@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from google.protobuf import json_format
 from google.rpc.status_pb2 import Status
@@ -82,6 +83,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, self.server.core.killswitch(self.server.clock()))
         elif path == "/v1/budgets":
             self._json(200, self.server.core.budgets(self.server.clock()))
+        elif path == "/v1/report":
+            query = dict(parse_qsl(urlsplit(self.path).query))
+            try:
+                self._json(200, self.server.core.report(self.server.clock(), query))
+            except ValueError as error:
+                self._json(400, {"error": str(error)})
         elif path == "/metrics" and self.server.metrics is not None:
             self._send(200, self.server.metrics(), "text/plain; version=0.0.4; charset=utf-8")
         else:

@@ -122,13 +122,16 @@ def build(
 
     `notifier` replaces the configured alert targets: a mapping of target names to notifiers, or
     one notifier (a single target named `default`).
+    `budgets`, when given, are used as they are; else they are loaded from `config_file`, which must
+    exist (ConfigError otherwise: a file named on purpose and skipped would leave the spend unguarded).
+    With neither, the daemon keeps no budgets.
     """
     host, port = parse_listen(settings.listen)
     token = settings.token.get_secret_value() if settings.token else None
     if not _is_loopback(host) and not token:
         raise ConfigError(f"refusing to listen on {host} without a token: set WATCHER_TOKEN, or listen on 127.0.0.1")
     if budgets is None:
-        budgets = load_budgets(config_file) if config_file and config_file.exists() else []
+        budgets = load_budgets(config_file) if config_file is not None else []
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     ledger = open_ledger(settings.ledger_url())
     store = StateStore(settings.state_dir / "state.db")
@@ -156,12 +159,16 @@ def build(
 
 
 def serve(settings: Settings, config_file: Path | None) -> int:
-    """Runs the daemon in the foreground until SIGINT or SIGTERM; returns the exit code."""
+    """Runs the daemon in the foreground until SIGINT or SIGTERM; returns the exit code.
+
+    `config_file` is the file of `[[budgets]]` (see `build`); None when there is no config file.
+    """
     running = build(settings, config_file=config_file).start()
     names = ", ".join(running.books.budgets) or "none (add [[budgets]] to the config file)"
     grpc = f"; OTLP/gRPC on port {running.grpc_address[1]}" if running.grpc_address else ""
     log.warning(
-        "watcher daemon listening on %s%s; ledger %s; budgets: %s", running.address, grpc, settings.ledger_url(), names
+        "watcher daemon listening on %s%s; config %s; ledger %s; budgets: %s",
+        *(running.address, grpc, config_file or "none", settings.ledger_url(), names),
     )
     stop = threading.Event()
 

@@ -15,8 +15,11 @@ _MEMORY = frozenset({"", ":memory:", "/:memory:"})
 _NOT_YET = ("postgresql://", "postgres://", "postgresql+")
 
 
-def open_ledger(url: str) -> Ledger:
+def open_ledger(url: str, *, read_only: bool = False) -> Ledger:
     """The ledger at `url`, created (with its directory) if absent; call `close()` when done.
+
+    With `read_only`, the file must exist and is only read (SQLite `mode=ro`): never created,
+    never migrated; ConfigError when it is absent, for a reader that must not invent an empty ledger.
 
     `sqlite:///PATH` opens the file PATH, taken as written after the third slash: relative
     (`sqlite:///ledger.db`) or absolute (`sqlite:////var/lib/watcher/ledger.db`, which is also
@@ -31,11 +34,15 @@ def open_ledger(url: str) -> Ledger:
     if not url.startswith(_SQLITE):
         raise ConfigError(f"ledger URL {url!r} is not understood: use sqlite:///path/to/ledger.db")
     rest = url.removeprefix(_SQLITE)
-    if rest in _MEMORY:
+    if rest in _MEMORY and not read_only:
         return SqliteLedger(":memory:")
-    if not rest.startswith("/") or rest == "/" or "?" in rest:
+    if not rest.startswith("/") or rest in ("/", *_MEMORY) or "?" in rest:
         raise ConfigError(f"ledger URL {url!r} names no file: use sqlite:///path/to/ledger.db, without options")
     path = Path(rest[1:]).expanduser()
+    if read_only:
+        if not path.is_file():
+            raise ConfigError(f"no ledger file at {path}; check the path (reading a ledger never creates one)")
+        return SqliteLedger(path, read_only=True)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

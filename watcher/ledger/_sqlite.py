@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from fnmatch import fnmatchcase
 from os import PathLike
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -99,16 +100,20 @@ class SqliteLedger:
     `busy_timeout` seconds for it, then raise `sqlite3.OperationalError`.
     Durability: WAL journal with `synchronous=FULL`, so an append that returned survives a
     killed process and a power loss. Raises ConfigError at construction if the file cannot be
-    opened as a ledger.
+    opened as a ledger. `read_only` opens an existing file for queries only (SQLite `mode=ro`):
+    it is neither created nor migrated, so its schema must be this code's; appends raise.
     """
 
-    def __init__(self, path: str | PathLike[str] = ":memory:", *, busy_timeout: float = 5.0) -> None:
+    def __init__(
+        self, path: str | PathLike[str] = ":memory:", *, busy_timeout: float = 5.0, read_only: bool = False
+    ) -> None:
         self._lock = threading.Lock()
         self._seen: set[tuple[str, str]] = set()  # dimension values known stored (a cache, bounded by cardinality)
+        connect, need = (_connect_read_only, "readable") if read_only else (_connect, "writable")
         try:
-            self._conn: sqlite3.Connection | None = _connect(path, busy_timeout)
+            self._conn: sqlite3.Connection | None = connect(path, busy_timeout)
         except sqlite3.Error as exc:
-            raise ConfigError(f"cannot open ledger {path}: {exc}; check it is a writable watcher ledger") from exc
+            raise ConfigError(f"cannot open ledger {path}: {exc}; check it is a {need} watcher ledger") from exc
 
     def append(self, entries: Sequence[Entry]) -> AppendResult:
         """See `Ledger.append`: one IMMEDIATE transaction, fsynced on commit before returning."""
@@ -229,6 +234,25 @@ def _connect(path: str | PathLike[str], busy_timeout: float) -> sqlite3.Connecti
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         _migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _connect_read_only(path: str | PathLike[str], busy_timeout: float) -> sqlite3.Connection:
+    """A connection that cannot write to the existing file `path`, checked to be at SCHEMA_VERSION."""
+    uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    try:
+        (version,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
+        if version != SCHEMA_VERSION:
+            fix = (
+                "upgrade watcher"
+                if version > SCHEMA_VERSION
+                else "let this watcher's daemon open it once to migrate it"
+            )
+            raise ConfigError(f"ledger {path} has schema version {version}, this watcher reads {SCHEMA_VERSION}: {fix}")
     except BaseException:
         conn.close()
         raise
