@@ -181,10 +181,10 @@ def test_reopened_file_finds_every_entry_and_the_schema_version(tmp_path: Path) 
     with SqliteLedger(tmp_path / "sub" / "ledger.db") as reopened:
         assert reopened.get("msg_1") == original
         assert reopened.spend(Scope(), T0, END) == Decimal("1.123456789")
-        assert reopened.schema_version() == SCHEMA_VERSION == 3
+        assert reopened.schema_version() == SCHEMA_VERSION == 4
     with sqlite3.connect(tmp_path / "sub" / "ledger.db") as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,), (3,)]
+        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,), (3,), (4,)]
 
 
 def test_a_ledger_newer_than_this_code_is_refused(tmp_path: Path) -> None:
@@ -326,7 +326,7 @@ entries_strategy = st.lists(
         WINDOW_US,
         st.sampled_from(["chat", "extract"]),
         st.sampled_from(["claude-haiku-4-5", "claude-opus-4-6"]),
-        st.integers(0, 10**9),
+        st.one_of(st.integers(0, 10**9), st.integers(0, 2**63 - 1)),  # up to int64 max, which two rows overflow
         st.sampled_from([1, 2]),
     ),
     max_size=12,
@@ -360,3 +360,30 @@ def test_spend_from_hourly_rollups_equals_the_sum_of_the_stored_entries(
             and all(getattr(scope, d) is None or fnmatchcase(getattr(e, d), getattr(scope, d)) for d in DIMENSIONS)
         )
         assert ledger.spend(scope, start, end) == Decimal(expected).scaleb(-9)
+
+
+INT64_MAX = 2**63 - 1
+
+
+def test_sums_over_many_max_size_rows_are_exact_and_never_overflow(ledger: SqliteLedger) -> None:
+    """2,000 entries each at int64's largest cost and token counts (as ledgers written before ingest bounded
+    tokens may hold) in one hour and scope: spend, breakdown and top give the exact totals, an upgrade
+    still takes one out of the hour's rollup, and appending more still works."""
+    biggest = {f: INT64_MAX for f in ("input_tokens", "output_tokens", "cache_read_tokens", "web_search_requests")}
+    big = [
+        entry(f"k{i}", rank=1, **biggest)._replace(
+            cost_nanos=INT64_MAX, cache_write_5m_tokens=INT64_MAX, cache_write_1h_tokens=INT64_MAX, estimated=True
+        )
+        for i in range(2000)
+    ]
+    for start in range(0, 2000, 500):
+        ledger.append(big[start : start + 500])
+    assert ledger.append([entry("k0", "0", rank=2)]).upgraded == 1
+    n = 1999
+    assert ledger.spend(Scope(), T0, END) == Decimal(n * INT64_MAX).scaleb(-9)
+    assert ledger.spend(Scope(request_type="ch*"), T0 - timedelta(minutes=1), END) == Decimal(n * INT64_MAX).scaleb(-9)
+    [row] = ledger.breakdown(T0, END, "model")
+    assert (row.requests, row.cost_usd, row.estimated_cost_usd) == (2000, *[Decimal(n * INT64_MAX).scaleb(-9)] * 2)
+    assert (row.input_tokens, row.cache_write_tokens) == (n * INT64_MAX, 2 * n * INT64_MAX)
+    assert ledger.top(Scope(), T0, END, "service") == [("api", Decimal(n * INT64_MAX).scaleb(-9))]
+    assert ledger.append([entry("more", "1")]).inserted == 1
