@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     max_request_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
     """WATCHER_MAX_REQUEST_BYTES: the largest OTLP request body accepted, before and after decompression."""
 
+    max_span_age_days: Annotated[int, Field(ge=1, le=3650)] = 30
+    """WATCHER_MAX_SPAN_AGE_DAYS: the daemon rejects a span that ended longer ago than this (or more than an hour
+    ahead of its clock); generous, so spans held back by an outage are still taken when they are re-sent."""
+
     @field_validator("alert_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:

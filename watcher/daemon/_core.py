@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from watcher.ledger import Entry, Ledger, Scope
+from watcher.ledger import Entry, Ledger, Scope, to_micros
 from watcher.pricing import PriceTable
 
 from ._books import Books, BudgetView
@@ -15,7 +15,11 @@ from ._decode import SpanRecord
 from ._metrics import Counters, SpendCounters
 from ._normalize import normalize
 
-__all__ = ["Daemon", "IngestResult"]
+__all__ = ["MAX_SPAN_AHEAD", "Daemon", "IngestResult"]
+
+MAX_SPAN_AHEAD = timedelta(hours=1)
+"""How far ahead of the daemon's clock a span may end: room for the sending host's clock skew."""
+_MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +49,25 @@ class Daemon:
     Storage errors propagate: the server turns them into 503 and the exporter retries.
     """
 
-    def __init__(self, ledger: Ledger, prices: PriceTable, books: Books, *, default_request_type: str) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        prices: PriceTable,
+        books: Books,
+        *,
+        default_request_type: str,
+        max_span_age: timedelta = timedelta(days=30),
+    ) -> None:
         self.ledger, self.prices, self.books = ledger, prices, books
         self.default_request_type = default_request_type
         self.counters = Counters()
         self.spend = SpendCounters()
+        self._behind_us, self._ahead_us = max_span_age // _MICROSECOND, MAX_SPAN_AHEAD // _MICROSECOND
 
     def ingest(self, spans: Sequence[SpanRecord | Entry]) -> IngestResult:
-        normalized = normalize(spans, self.prices, default_request_type=self.default_request_type)
+        now = to_micros(self.books.now())  # the injected clock
+        window = (now - self._behind_us, now + self._ahead_us)
+        normalized = normalize(spans, self.prices, default_request_type=self.default_request_type, window=window)
         with self.books.lock:  # no budget resync may fall between the commit and the running totals
             appended = self.ledger.append(normalized.entries)
             self.books.add(appended.new_entries)
@@ -69,6 +84,8 @@ class Daemon:
             self.counters.stored += stored
             self.counters.duplicates += entries - stored
             self.counters.rejected += normalized.rejected
+            for kind, count in normalized.rejected_by.items():
+                self.counters.rejected_by[kind] = self.counters.rejected_by.get(kind, 0) + count
             self.counters.ignored += normalized.ignored
 
     def killswitch(self, now: datetime) -> dict[str, Any]:

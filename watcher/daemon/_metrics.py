@@ -13,6 +13,8 @@ from prometheus_client.registry import Collector
 
 from watcher.ledger import NANOS_PER_USD, Entry
 
+from ._normalize import REJECTIONS
+
 if TYPE_CHECKING:
     from ._alerts import Dispatcher
     from ._books import Books
@@ -33,6 +35,7 @@ class Counters:
     duplicates: int = 0
     rejected: int = 0
     ignored: int = 0
+    rejected_by: dict[str, int] = field(default_factory=dict)  # per reason, as `Normalized.rejected_by`
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
@@ -178,10 +181,15 @@ class WatcherCollector(Collector):
                     "Spans already in the ledger (exporter retries, two instrumentations).",
                     c.duplicates,
                 ),
-                ("watcher_spans_rejected", "Spans with malformed usage, reported as partial success.", c.rejected),
             )
+            rejected = [(reason, c.rejected_by.get(reason, 0)) for reason in REJECTIONS]
         for name, doc, value in values:
             yield CounterMetricFamily(name, doc, value=value)
+        doc = "Spans rejected (reported to the exporter as partial success), by reason."
+        family = CounterMetricFamily("watcher_spans_rejected", doc, labels=["reason"])
+        for reason, count in rejected:
+            family.add_metric([reason], count)
+        yield family
 
 
 def render(collector: WatcherCollector) -> bytes:

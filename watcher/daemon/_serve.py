@@ -8,7 +8,7 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +132,13 @@ def build(
     dispatcher = Dispatcher(notifier or _notifier(settings), store)
     books = Books(budgets, ledger, store, clock, dispatcher.submit)
     prices = load_price_table(settings.prices_file)
-    daemon = Daemon(ledger, prices, books, default_request_type=settings.default_request_type)
+    daemon = Daemon(
+        ledger,
+        prices,
+        books,
+        default_request_type=settings.default_request_type,
+        max_span_age=timedelta(days=settings.max_span_age_days),
+    )
     books.evaluate()
     collector = WatcherCollector(daemon.spend, daemon.counters, books, dispatcher)
     server = DaemonServer(

@@ -1,0 +1,153 @@
+"""Hostile and mistaken spans reaching a real daemon: each gets a clear reason and a count, and the books hold."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _support import http, metrics_text, sample
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import watcher
+from watcher.budgets import parse_budgets
+from watcher.daemon import Running, build
+from watcher.ledger import Scope
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+BUDGETS = """
+[[budgets]]
+name = "all-daily"
+limit_usd = 100
+period = "day"
+"""
+# haiku 4.5 at $1 / $5 per million: 1000 in + 100 out is $0.0015
+COST_SPAN: dict[str, Any] = {
+    "gen_ai.provider.name": "anthropic",
+    "gen_ai.request.model": "claude-haiku-4-5",
+    "gen_ai.response.model": "claude-haiku-4-5",
+    "gen_ai.usage.input_tokens": 1000,
+    "gen_ai.usage.output_tokens": 100,
+    "gen_ai.usage.cache_read.input_tokens": 0,
+    "gen_ai.usage.cache_write.input_tokens": 0,
+    "anthropic.usage.uncached_input_tokens": 1000,
+    "anthropic.usage.cache_creation.ephemeral_5m_input_tokens": 0,
+    "anthropic.usage.cache_creation.ephemeral_1h_input_tokens": 0,
+    "gen_ai.usage.cost.amount": 0.0015,
+    "watcher.cost.input_usd": 0.001,
+    "watcher.cost.output_usd": 0.0005,
+    "watcher.cost.estimated": False,
+    "watcher.pricing.version": "2026-11-25",
+    "watcher.request_type": "chat",
+}
+
+
+class Clock:
+    """A fixed clock the test can move."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def export(*spans: dict[str, Any], end: datetime = NOW - timedelta(minutes=1), service: str = "app") -> bytes:
+    """A protobuf export of spans with these attributes (None values left out), all ending at `end`."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource({"service.name": service}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    end_ns = int(end.timestamp() * 1e9)
+    for attributes in spans:
+        present = {key: value for key, value in attributes.items() if value is not None}
+        provider.get_tracer("t").start_span("chat", attributes=present, start_time=max(end_ns - 1000, 0)).end(end_ns)
+    provider.shutdown()
+    return encode_spans(exporter.get_finished_spans()).SerializeToString()  # type: ignore[no-any-return]
+
+
+def cost_span(response_id: str, **changes: Any) -> dict[str, Any]:
+    return {**COST_SPAN, "gen_ai.response.id": response_id, **changes}
+
+
+def post(daemon: Running, body: bytes) -> int:
+    """The number of spans the daemon rejected (OTLP partial success); AssertionError unless it answered 200."""
+    status, reply = http(daemon.address + "/v1/traces", body, **{"content-type": "application/x-protobuf"})
+    assert status == 200, (status, reply)
+    return int(ExportTraceServiceResponse.FromString(reply).partial_success.rejected_spans)
+
+
+Start = Callable[..., Running]
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Start]:
+    running: list[Running] = []
+
+    def _start(clock: Clock | None = None, **settings: Any) -> Running:
+        config = watcher.Settings(listen="127.0.0.1:0", grpc_listen="", state_dir=tmp_path, **settings)
+        daemon = build(config, budgets=parse_budgets(BUDGETS), clock=clock or Clock())
+        running.append(daemon.start(tick_s=3600))
+        return daemon
+
+    yield _start
+    for daemon in running:
+        daemon.stop()
+
+
+def rejected(daemon: Running, reason: str) -> float:
+    return sample(metrics_text(daemon.address), "watcher_spans_rejected_total", reason=reason)
+
+
+def test_int64_token_counts_are_rejected_as_implausible_and_the_report_still_runs(
+    start: Start, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Spans claiming int64's largest token counts are rejected with a counted reason; the plain span beside them
+    is stored, and `watcher report` (whose sums would overflow) runs."""
+    from watcher.cli import main
+
+    daemon = start()
+    huge = {"gen_ai.usage.output_tokens": 2**63 - 1}
+    body = export(cost_span("big1", **huge), cost_span("big2", **huge), cost_span("fine"))
+    assert post(daemon, body) == 2
+    assert rejected(daemon, "implausible_tokens") == 2
+    assert rejected(daemon, "malformed") == 0
+    assert daemon.ledger.count() == 1  # type: ignore[attr-defined]
+    monkeypatch.setenv("WATCHER_STATE_DIR", str(tmp_path))
+    assert main(["report", "--since", "2026-11-25", "--until", "2026-11-26"]) == 0
+    assert "chat" in capsys.readouterr().out
+
+
+def test_spans_far_from_the_daemons_clock_are_rejected_and_a_week_old_replay_is_taken(start: Start) -> None:
+    """Spans ending in 1970, in 2100, or two hours ahead are rejected as out of window; one from a week ago
+    (re-sent after an outage) and one a little ahead (clock skew) are stored, each in its own day."""
+    daemon = start()
+    ends = {
+        "epoch": datetime(1970, 1, 1, tzinfo=UTC),
+        "future": datetime(2100, 1, 1, tzinfo=UTC),
+        "ahead": NOW + timedelta(hours=2),
+        "replayed": NOW - timedelta(days=7),
+        "skewed": NOW + timedelta(minutes=30),
+    }
+    refused = sum(post(daemon, export(cost_span(name), end=end)) for name, end in ends.items())
+    assert refused == 3
+    assert rejected(daemon, "time_out_of_window") == 3
+    ever = (datetime(1970, 1, 1, tzinfo=UTC), datetime(2101, 1, 1, tzinfo=UTC))
+    assert daemon.ledger.spend(Scope(), *ever) == Decimal("0.003")
+    [all_daily] = daemon.books.evaluate().values()
+    assert all_daily.state.spend_usd == Decimal("0.0015")  # today's: the skewed span, not last week's
+
+
+def test_the_accepted_age_is_a_setting(start: Start) -> None:
+    """With WATCHER_MAX_SPAN_AGE_DAYS=3 a span from four days ago is rejected, one from two days ago stored."""
+    daemon = start(max_span_age_days=3)
+    assert post(daemon, export(cost_span("old"), end=NOW - timedelta(days=4))) == 1
+    assert post(daemon, export(cost_span("recent"), end=NOW - timedelta(days=2))) == 0
+    assert rejected(daemon, "time_out_of_window") == 1
