@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _support import http, metrics_text, sample
+from _support import corrupt_a_page_of_entries, http, metrics_text, sample
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.resources import Resource
@@ -20,7 +20,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import watcher
 from watcher.budgets import parse_budgets
 from watcher.daemon import Running, build
-from watcher.ledger import Scope
+from watcher.exceptions import ConfigError
+from watcher.ledger import Entry, Scope, SqliteLedger
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 BUDGETS = """
@@ -151,3 +152,13 @@ def test_the_accepted_age_is_a_setting(start: Start) -> None:
     assert post(daemon, export(cost_span("old"), end=NOW - timedelta(days=4))) == 1
     assert post(daemon, export(cost_span("recent"), end=NOW - timedelta(days=2))) == 0
     assert rejected(daemon, "time_out_of_window") == 1
+
+
+def test_the_daemon_refuses_to_start_on_a_corrupt_ledger(tmp_path: Path) -> None:
+    """`build` raises ConfigError naming the ledger file when a page of it is damaged."""
+    with SqliteLedger(tmp_path / "ledger.db") as ledger:
+        ledger.append([Entry(f"k{i}", 0, None, "app", "prod", "chat", "claude-haiku-4-5") for i in range(2000)])
+    corrupt_a_page_of_entries(tmp_path / "ledger.db")
+    settings = watcher.Settings(listen="127.0.0.1:0", grpc_listen="", state_dir=tmp_path)
+    with pytest.raises(ConfigError, match=f"ledger {tmp_path / 'ledger.db'} is corrupt"):
+        build(settings, budgets=[], clock=Clock())

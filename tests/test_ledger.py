@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import corrupt_a_page_of_entries
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -387,3 +389,23 @@ def test_sums_over_many_max_size_rows_are_exact_and_never_overflow(ledger: Sqlit
     assert (row.input_tokens, row.cache_write_tokens) == (n * INT64_MAX, 2 * n * INT64_MAX)
     assert ledger.top(Scope(), T0, END, "service") == [("api", Decimal(n * INT64_MAX).scaleb(-9))]
     assert ledger.append([entry("more", "1")]).inserted == 1
+
+
+def test_a_ledger_with_a_corrupt_page_is_refused_at_open_naming_the_file(tmp_path: Path) -> None:
+    """A page of entries overwritten on disk is found when the file is opened: ConfigError names the file and
+    the damage, before anything is read or written."""
+    path = tmp_path / "ledger.db"
+    with SqliteLedger(path) as ledger:
+        ledger.append([entry(f"k{i}") for i in range(2000)])
+    corrupt_a_page_of_entries(path)
+    with pytest.raises(ConfigError, match=rf"ledger {path} is corrupt \(SQLite quick_check: .*Page \d+.*\.recover"):
+        open_ledger(f"sqlite:///{path}")
+
+
+def test_opening_a_ledger_logs_how_long_its_integrity_check_took(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each open runs SQLite's quick_check and logs its duration, so a slow start on a big ledger is explained."""
+    with caplog.at_level("INFO", logger="watcher.ledger"), SqliteLedger(tmp_path / "ledger.db"):
+        pass
+    assert re.search(r"ledger .*ledger\.db passed its integrity check \(quick_check\) in \d+\.\d{3} s", caplog.text)
