@@ -10,16 +10,20 @@ from typing import Any
 
 import pytest
 from _support import corrupt_a_page_of_entries, http, metrics_text, sample
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client.parser import text_string_to_metric_families
 
 import watcher
 from watcher.budgets import parse_budgets
 from watcher.daemon import Running, build
+from watcher.daemon._metrics import SpendCounters
 from watcher.exceptions import ConfigError
 from watcher.ledger import Entry, Scope, SqliteLedger
 
@@ -162,3 +166,65 @@ def test_the_daemon_refuses_to_start_on_a_corrupt_ledger(tmp_path: Path) -> None
     settings = watcher.Settings(listen="127.0.0.1:0", grpc_listen="", state_dir=tmp_path)
     with pytest.raises(ConfigError, match=f"ledger {tmp_path / 'ledger.db'} is corrupt"):
         build(settings, budgets=[], clock=Clock())
+
+
+def test_hundreds_of_models_and_an_overlong_service_name_fold_into_other_on_metrics(start: Start) -> None:
+    """Spans naming 300 models, from a service with a 300-character name, give /metrics at most 50 model values
+    plus `other`, no label value over 128 characters, and the same total spend as the ledger."""
+    daemon = start()
+    spans = [cost_span(f"r{i}", **{"gen_ai.response.model": f"claude-model-{i}"}) for i in range(300)]
+    assert post(daemon, export(*spans, service="s" * 300)) == 0
+    families = {f.name: f for f in text_string_to_metric_families(metrics_text(daemon.address))}
+    samples = families["watcher_cost_usd"].samples
+    assert len({s.labels["model"] for s in samples}) == 51
+    assert {s.labels["service"] for s in samples} == {"other"}
+    assert max(len(value) for s in samples for value in s.labels.values()) <= 128
+    assert sum(Decimal(str(s.value)) for s in samples) == daemon.ledger.spend(Scope(), NOW - timedelta(days=1), NOW)
+
+
+LABELS = st.text(alphabet="ab", min_size=1, max_size=6)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    rows=st.lists(st.tuples(LABELS, LABELS, LABELS, st.integers(0, 2**63 - 1), st.integers(0, 10**10)), max_size=60),
+    caps=st.tuples(st.integers(1, 5), st.integers(1, 6), st.integers(1, 10)),
+)
+def test_folding_labels_keeps_every_total_and_bounds_every_label(
+    rows: list[tuple[str, str, str, int, int]], caps: tuple[int, int, int]
+) -> None:
+    """Whatever the label values, the folded counters add up to the same cost, requests and tokens, no label has
+    more than its cap of distinct values (plus `other`) or a value over the length cap, and the label sets stay
+    within their cap (plus the all-`other` set)."""
+    max_values, max_length, max_series = caps
+    counters = SpendCounters(max_values=max_values, max_length=max_length, max_series=max_series)
+    entries = [
+        Entry(f"k{i}", 0, None, svc, "prod", kind, model, cost_nanos=cost, output_tokens=tokens)
+        for i, (svc, kind, model, cost, tokens) in enumerate(rows)
+    ]
+    counters.add(entries)
+    snapshot = counters.snapshot()
+    assert sum(sums[0] for _, sums in snapshot) == sum(e.cost_nanos for e in entries)
+    assert sum(sums[6] for _, sums in snapshot) == len(entries)
+    assert sum(sums[8] for _, sums in snapshot) == sum(e.output_tokens for e in entries)
+    for position in range(3):
+        values = {labels[position] for labels, _ in snapshot} - {"other"}
+        assert len(values) <= max_values
+        assert all(len(value) <= max_length for value in values)
+    assert len({labels for labels, _ in snapshot} - {("other",) * 3}) <= max_series
+
+
+def test_the_ledgers_cache_of_stored_dimension_values_is_bounded_and_globs_still_see_every_value() -> None:
+    """Appending 12,000 distinct models remembers at most 10,000 dimension values in memory; a glob still
+    matches a model written after the cache was full."""
+    with SqliteLedger() as ledger:
+        for batch in range(12):
+            ledger.append(
+                [
+                    Entry(f"k{batch}-{i}", 0, None, "app", "prod", "chat", f"m-{batch}-{i}", cost_nanos=1)
+                    for i in range(1000)
+                ]
+            )
+        assert len(ledger._seen) <= 10_000  # the private cache itself: what this test is about
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        assert ledger.spend(Scope(model="m-11-*"), epoch, epoch + timedelta(days=1)) == Decimal("0.000001")

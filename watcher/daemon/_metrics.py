@@ -72,35 +72,55 @@ _BUDGET_GAUGES = (  # (name, help), in the order _budget_metrics gives the value
 )
 
 
+class _Folded:
+    """One label's values: the first `limit` distinct ones of at most `max_length` characters are kept, the rest
+    read as `other`. Not thread-safe (SpendCounters holds its lock)."""
+
+    def __init__(self, limit: int, max_length: int) -> None:
+        self._limit, self._max_length = limit, max_length
+        self._kept: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._kept:
+            return value
+        if len(self._kept) < self._limit and len(value) <= self._max_length:
+            self._kept.add(value)
+            return value
+        return OTHER
+
+
 class SpendCounters:
     """Spend, savings, tokens and requests per (service, request_type, model) since the daemon started.
 
     Updated from the entries a batch actually stored (never from duplicates), summed exactly in
-    nano-dollars. Request types beyond `max_request_types` distinct values fold into `other`, so
-    a label can never explode Prometheus. Thread-safe.
+    nano-dollars. Every label keeps its first `max_values` distinct values of at most
+    `max_length` characters, and at most `max_series` label sets are kept; any other value (or
+    set) folds into `other`, so no label can explode Prometheus or the scrape, however many
+    models or services the spans name. Thread-safe.
     """
 
-    def __init__(self, max_request_types: int = 50) -> None:
-        self._max = max_request_types
-        self._types: set[str] = set()
+    def __init__(self, max_values: int = 50, max_length: int = 128, max_series: int = 2000) -> None:
+        self._service, self._request_type, self._model = (_Folded(max_values, max_length) for _ in range(3))
+        self._max_series = max_series
         self._lock = threading.Lock()
         self.sums: dict[Labels, list[int]] = {}
 
-    def _request_type(self, value: str) -> str:
-        if value in self._types:
-            return value
-        if len(self._types) < self._max:
-            self._types.add(value)
-            return value
-        return OTHER
+    def _sums(self, entry: Entry) -> list[int]:
+        """The running sums of the entry's (folded) label set, new ones made while under `max_series`."""
+        labels = (self._service(entry.service), self._request_type(entry.request_type), self._model(entry.model))
+        sums = self.sums.get(labels)
+        if sums is None:
+            if len(self.sums) >= self._max_series:
+                labels = (OTHER, OTHER, OTHER)
+                sums = self.sums.get(labels)
+            if sums is None:
+                sums = self.sums[labels] = [0] * len(_SUMS)
+        return sums
 
     def add(self, entries: Iterable[Entry]) -> None:
         with self._lock:
             for e in entries:
-                labels = (e.service, self._request_type(e.request_type), e.model)
-                sums = self.sums.get(labels)
-                if sums is None:
-                    sums = self.sums[labels] = [0] * len(_SUMS)
+                sums = self._sums(e)
                 cost = e.cost_nanos
                 sums[0] += cost
                 if e.batch:

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from fnmatch import fnmatchcase
+from itertools import islice
 from os import PathLike
 from types import TracebackType
 from typing import Any
@@ -94,6 +95,7 @@ _ROLL_UP = (
     " + excluded.requests, cost_nanos = cost_nanos + excluded.cost_nanos, cost_high = cost_high + excluded.cost_high"
 )
 _LOW_BITS = 0xFFFFFFFF
+_SEEN_LIMIT = 10_000  # dimension values remembered as stored; beyond, INSERT OR IGNORE finds them again
 _KEY_CHUNK = 500  # bound parameters per lookup; under SQLite's oldest limit of 999
 _GLOB_CHARS = frozenset("*?[")
 
@@ -113,7 +115,7 @@ class SqliteLedger:
 
     def __init__(self, path: str | PathLike[str] = ":memory:", *, busy_timeout: float = 5.0) -> None:
         self._lock = threading.Lock()
-        self._seen: set[tuple[str, str]] = set()  # dimension values known stored (a cache, bounded by cardinality)
+        self._seen: set[tuple[str, str]] = set()  # dimension values known stored: a cache of _SEEN_LIMIT at most
         try:
             self._conn: sqlite3.Connection | None = _connect(path, busy_timeout)
         except sqlite3.Error as exc:  # ConfigError (corrupt, too new) passes through as it is
@@ -133,7 +135,8 @@ class SqliteLedger:
             conn.executemany(_ROLL_UP, _hourly_deltas(written, replaced))
             unseen = _dimension_values(written) - self._seen  # pairs this connection has not written before
             conn.executemany("INSERT OR IGNORE INTO dimension_values VALUES (?, ?)", unseen)
-        self._seen |= unseen  # only once committed
+        if len(self._seen) < _SEEN_LIMIT:  # only once committed; a flood of new values grows it no further
+            self._seen |= set(islice(unseen, _SEEN_LIMIT - len(self._seen)))
         return result
 
     def spend(self, scope: Scope, since: datetime, until: datetime) -> Decimal:
