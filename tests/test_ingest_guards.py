@@ -33,6 +33,12 @@ BUDGETS = """
 name = "all-daily"
 limit_usd = 100
 period = "day"
+
+[[budgets]]
+name = "chat-daily"
+limit_usd = 100
+period = "day"
+scope = { request_type = "chat" }
 """
 # haiku 4.5 at $1 / $5 per million: 1000 in + 100 out is $0.0015
 COST_SPAN: dict[str, Any] = {
@@ -146,7 +152,7 @@ def test_spans_far_from_the_daemons_clock_are_rejected_and_a_week_old_replay_is_
     assert rejected(daemon, "time_out_of_window") == 3
     ever = (datetime(1970, 1, 1, tzinfo=UTC), datetime(2101, 1, 1, tzinfo=UTC))
     assert daemon.ledger.spend(Scope(), *ever) == Decimal("0.003")
-    [all_daily] = daemon.books.evaluate().values()
+    all_daily = daemon.books.evaluate()["all-daily"]
     assert all_daily.state.spend_usd == Decimal("0.0015")  # today's: the skewed span, not last week's
 
 
@@ -228,3 +234,43 @@ def test_the_ledgers_cache_of_stored_dimension_values_is_bounded_and_globs_still
         assert len(ledger._seen) <= 10_000  # the private cache itself: what this test is about
         epoch = datetime(1970, 1, 1, tzinfo=UTC)
         assert ledger.spend(Scope(model="m-11-*"), epoch, epoch + timedelta(days=1)) == Decimal("0.000001")
+
+
+SDK_SPAN: dict[str, Any] = {  # the anthropic SDK's own span of a call: priced by the daemon at $0.0015
+    "gen_ai.provider.name": "anthropic",
+    "gen_ai.request.model": "claude-haiku-4-5",
+    "gen_ai.response.model": "claude-haiku-4-5",
+    "gen_ai.usage.input_tokens": 1000,
+    "gen_ai.usage.output_tokens": 100,
+}
+
+
+def spend_and_counters(daemon: Running) -> tuple[Decimal, Decimal, Decimal, Decimal, float]:
+    """(ledger total today, the two budgets' running spend, the cost counters' total, the requests counter)."""
+    views = daemon.books.evaluate()
+    text = metrics_text(daemon.address)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    counted = sum(Decimal(str(s.value)) for s in families["watcher_cost_usd"].samples)
+    requests = sum(s.value for s in families["watcher_requests"].samples)
+    today = daemon.ledger.spend(Scope(), NOW - timedelta(hours=12), NOW + timedelta(hours=12))
+    return today, views["all-daily"].state.spend_usd, views["chat-daily"].state.spend_usd, counted, requests
+
+
+def test_an_upgrade_to_watchers_span_moves_the_budgets_and_the_cost_counter_by_the_difference(start: Start) -> None:
+    """The SDK's span of a response, then watcher's span of it at a higher cost: both budgets' running spend
+    (the one over everything, and the one scoped to watcher's request type) and watcher_cost_usd_total equal
+    the ledger's sum, and the response is still one request."""
+    daemon = start()
+    assert post(daemon, export({**SDK_SPAN, "gen_ai.response.id": "msg_up"})) == 0
+    assert spend_and_counters(daemon) == (Decimal("0.0015"), Decimal("0.0015"), 0, Decimal("0.0015"), 1)
+    assert post(daemon, export(cost_span("msg_up", **{"gen_ai.usage.cost.amount": 0.0021}))) == 0
+    assert spend_and_counters(daemon) == (Decimal("0.0021"), Decimal("0.0021"), Decimal("0.0021"), Decimal("0.0021"), 1)
+
+
+def test_an_upgrade_to_a_lower_cost_moves_the_budgets_down_but_never_a_counter(start: Start) -> None:
+    """watcher's span of a response the SDK's span priced higher: the budgets follow the ledger down; the cost
+    counter keeps its figure, since a Prometheus counter that went down would read as a restart."""
+    daemon = start()
+    assert post(daemon, export({**SDK_SPAN, "gen_ai.response.id": "msg_down"})) == 0
+    assert post(daemon, export(cost_span("msg_down", **{"gen_ai.usage.cost.amount": 0.0012}))) == 0
+    assert spend_and_counters(daemon) == (Decimal("0.0012"), Decimal("0.0012"), Decimal("0.0012"), Decimal("0.0015"), 1)

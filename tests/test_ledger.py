@@ -111,6 +111,17 @@ def test_higher_rank_entry_replaces_lower_one_and_is_counted_as_upgraded(ledger:
     assert stored is not None and (stored.rank, stored.request_type) == (2, "extract_invoice")
 
 
+def test_an_upgrade_reports_the_entry_it_replaced_with_its_replacement(ledger: SqliteLedger) -> None:
+    """`AppendResult.replaced` pairs each upgraded key's old entry, as stored, with the new one, for running
+    totals; a batch's duplicates and new keys are not in it, and inside one batch nothing was stored before."""
+    old = entry("msg_1", "0.3", request_type="unknown", rank=1, input_tokens=7)
+    ledger.append([old, entry("msg_2", "1", rank=1)])
+    new = entry("msg_1", "0.5", request_type="extract_invoice")
+    result = ledger.append([entry("msg_3", "2", rank=1), new, entry("msg_2", "1", rank=1)])
+    assert result.replaced == ((old, new),)
+    assert ledger.append([entry("msg_4", "1", rank=1), entry("msg_4", "2")]).replaced == ()
+
+
 def test_lower_rank_after_higher_one_is_a_duplicate(ledger: SqliteLedger) -> None:
     """Once watcher's span is stored, a later SDK span for the same response changes nothing."""
     ledger.append([entry("msg_1", "0.3", request_type="extract_invoice")])

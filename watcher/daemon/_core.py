@@ -70,10 +70,10 @@ class Daemon:
         normalized = normalize(spans, self.prices, default_request_type=self.default_request_type, window=window)
         with self.books.lock:  # no budget resync may fall between the commit and the running totals
             appended = self.ledger.append(normalized.entries)
-            self.books.add(appended.new_entries)
+            self.books.add(appended.new_entries, appended.replaced)
         self._count(len(spans), len(normalized.entries), appended.inserted + appended.upgraded, normalized)
-        self.spend.add(appended.new_entries)
-        if appended.new_entries:
+        self.spend.add(appended.new_entries, appended.replaced)
+        if appended.new_entries or appended.replaced:
             self.books.evaluate()
         message = "; ".join(normalized.rejected_reasons[:3])
         return IngestResult(appended.inserted + appended.upgraded, appended.duplicates, normalized.rejected, message)

@@ -117,29 +117,49 @@ class SpendCounters:
                 sums = self.sums[labels] = [0] * len(_SUMS)
         return sums
 
-    def add(self, entries: Iterable[Entry]) -> None:
+    def add(self, entries: Iterable[Entry], replaced: Iterable[tuple[Entry, Entry]] = ()) -> None:
+        """Counts newly stored entries, and the upgrades `(old, new)` of entries counted before.
+
+        An upgrade adds the difference new minus old, of every sum, to the label set that counted
+        the old entry (requests do not change: it is the same response). A negative difference is
+        not subtracted: a Prometheus counter must never go down (`rate()` would read it as a restart
+        and count the whole series again), so the counters keep the higher figure; the ledger and
+        the budgets have the exact one.
+        """
         with self._lock:
             for e in entries:
-                sums = self._sums(e)
-                cost = e.cost_nanos
-                sums[0] += cost
-                if e.batch:
-                    sums[1] += cost
-                    sums[2] += e.batch_savings_nanos
-                sums[3] += e.cache_read_savings_nanos
-                sums[4] += e.cache_write_premium_nanos
-                if e.estimated:
-                    sums[5] += cost
-                sums[6] += 1
-                sums[7] += e.input_tokens
-                sums[8] += e.output_tokens
-                sums[9] += e.cache_read_tokens
-                sums[10] += e.cache_write_5m_tokens + e.cache_write_1h_tokens
+                _accumulate(self._sums(e), e, 1)
+            for old, new in replaced:
+                difference = [0] * len(_SUMS)
+                _accumulate(difference, new, 1)
+                _accumulate(difference, old, -1)
+                sums = self._sums(old)
+                for index, change in enumerate(difference):
+                    if change > 0:
+                        sums[index] += change
 
     def snapshot(self) -> list[tuple[Labels, tuple[int, ...]]]:
         """Every label set with its sums (in `_SUMS` order), copied under the lock."""
         with self._lock:
             return [(labels, tuple(sums)) for labels, sums in self.sums.items()]
+
+
+def _accumulate(sums: list[int], e: Entry, sign: int) -> None:
+    """Adds `sign` times the entry's part of each sum (in `_SUMS` order) to `sums`."""
+    cost = sign * e.cost_nanos
+    sums[0] += cost
+    if e.batch:
+        sums[1] += cost
+        sums[2] += sign * e.batch_savings_nanos
+    sums[3] += sign * e.cache_read_savings_nanos
+    sums[4] += sign * e.cache_write_premium_nanos
+    if e.estimated:
+        sums[5] += cost
+    sums[6] += sign
+    sums[7] += sign * e.input_tokens
+    sums[8] += sign * e.output_tokens
+    sums[9] += sign * e.cache_read_tokens
+    sums[10] += sign * (e.cache_write_5m_tokens + e.cache_write_1h_tokens)
 
 
 class WatcherCollector(Collector):

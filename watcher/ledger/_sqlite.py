@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from fnmatch import fnmatchcase
@@ -122,7 +123,10 @@ class SqliteLedger:
             raise ConfigError(f"cannot open ledger {path}: {exc}; check it is a writable watcher ledger") from exc
 
     def append(self, entries: Sequence[Entry]) -> AppendResult:
-        """See `Ledger.append`: one IMMEDIATE transaction, fsynced on commit before returning."""
+        """See `Ledger.append`: one IMMEDIATE transaction, fsynced on commit before returning.
+
+        The entries an upgrade replaces are read in the same transaction, so `replaced` is exact.
+        """
         if not entries:
             return AppendResult()
         with self._lock, _transaction(self._connection()) as conn:
@@ -135,6 +139,9 @@ class SqliteLedger:
             conn.executemany(_ROLL_UP, _hourly_deltas(written, replaced))
             unseen = _dimension_values(written) - self._seen  # pairs this connection has not written before
             conn.executemany("INSERT OR IGNORE INTO dimension_values VALUES (?, ?)", unseen)
+            if replaced:
+                by_key = {entry.key: entry for entry in replaced}
+                result = replace(result, replaced=tuple((by_key[entries[i].key], entries[i]) for i in upgrades))
         if len(self._seen) < _SEEN_LIMIT:  # only once committed; a flood of new values grows it no further
             self._seen |= set(islice(unseen, _SEEN_LIMIT - len(self._seen)))
         return result
