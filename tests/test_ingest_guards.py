@@ -24,6 +24,7 @@ import watcher
 from watcher.budgets import parse_budgets
 from watcher.daemon import Running, build
 from watcher.daemon._metrics import SpendCounters
+from watcher.daemon._mismatch import Mismatch, MismatchLog
 from watcher.exceptions import ConfigError
 from watcher.ledger import Entry, Scope, SqliteLedger
 
@@ -274,3 +275,67 @@ def test_an_upgrade_to_a_lower_cost_moves_the_budgets_down_but_never_a_counter(s
     assert post(daemon, export({**SDK_SPAN, "gen_ai.response.id": "msg_down"})) == 0
     assert post(daemon, export(cost_span("msg_down", **{"gen_ai.usage.cost.amount": 0.0012}))) == 0
     assert spend_and_counters(daemon) == (Decimal("0.0012"), Decimal("0.0012"), Decimal("0.0012"), Decimal("0.0015"), 1)
+
+
+def mismatches(daemon: Running) -> dict[str, float]:
+    families = {f.name: f for f in text_string_to_metric_families(metrics_text(daemon.address))}
+    return {s.labels["service"]: s.value for s in families["watcher_cost_mismatch"].samples}
+
+
+def test_a_claimed_cost_far_from_its_tokens_price_is_stored_as_claimed_but_counted_and_logged(
+    start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Claims of $1 and of $0 for tokens the daemon prices at $0.0015 are stored as claimed, counted per service
+    and logged; a claim within the factor, an estimated one, one of a model the table does not know and a span
+    the daemon priced itself are not."""
+    daemon = start()
+    spans = [
+        cost_span("dear", **{"gen_ai.usage.cost.amount": 1.0, "watcher.cost.input_usd": 1.0}),
+        cost_span("free", **{"gen_ai.usage.cost.amount": 0.0, "watcher.cost.input_usd": 0.0}),
+        cost_span("close", **{"gen_ai.usage.cost.amount": 0.0029}),
+        cost_span("guess", **{"gen_ai.usage.cost.amount": 1.0, "watcher.cost.estimated": True}),
+        cost_span("unknown", **{"gen_ai.usage.cost.amount": 1.0, "gen_ai.response.model": "claude-nova-1"}),
+        {**SDK_SPAN, "gen_ai.response.id": "sdk"},
+    ]
+    with caplog.at_level("WARNING", logger="watcher.daemon"):
+        assert post(daemon, export(*spans)) == 0
+    assert mismatches(daemon) == {"app": 2}
+    assert daemon.ledger.get("dear").cost_usd == 1  # type: ignore[attr-defined]
+    [warning] = [r.getMessage() for r in caplog.records if "claimed cost" in r.getMessage()]
+    assert "cost 1 USD of response dear (service app, model claude-haiku-4-5) is more than 2 times off" in warning
+    assert "(0.0015 to 0.0015 USD); stored as claimed (1 more mismatches since the last such warning)" in warning
+
+
+@pytest.mark.parametrize(("factor", "counted"), [(0, {}), (1.5, {"app": 1})])
+def test_the_mismatch_factor_is_a_setting_and_zero_turns_the_check_off(
+    start: Start, factor: float, counted: dict[str, float]
+) -> None:
+    """WATCHER_COST_MISMATCH_FACTOR=1.5 counts a claim 1.9 times the price; 0 counts not even a $1 claim."""
+    daemon = start(cost_mismatch_factor=factor)
+    claim = 0.00285 if factor else 1.0
+    post(daemon, export(cost_span("r", **{"gen_ai.usage.cost.amount": claim})))
+    assert mismatches(daemon) == counted
+
+
+@pytest.mark.parametrize("factor", [0.5, 1, -2, float("inf")])
+def test_a_mismatch_factor_that_is_not_above_one_is_refused(factor: float) -> None:
+    """A factor of 1 or less (other than 0) would flag rounding; it fails when the settings are built."""
+    with pytest.raises(ValueError, match="cost_mismatch_factor"):
+        watcher.Settings(cost_mismatch_factor=factor)
+
+
+def test_mismatch_warnings_are_at_most_one_a_minute_and_count_what_they_held_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Three batches of mismatches within a minute log one warning; the next, a minute on, says 3 were held."""
+    now = [0.0]
+    warn = MismatchLog(2.0, clock=lambda: now[0])
+    one: list[Mismatch] = [(Entry("k", 0, "k", "app", "prod", "chat", "m", cost_nanos=10**9), Decimal(0), Decimal(0))]
+    with caplog.at_level("WARNING", logger="watcher.daemon"):
+        for at in (0.0, 10.0, 59.0, 60.0):
+            now[0] = at
+            warn(one * 2 if at == 10.0 else one)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert messages[0].endswith("stored as claimed")
+    assert messages[1].endswith("(3 more mismatches since the last such warning)")

@@ -13,6 +13,7 @@ from watcher.pricing import PriceTable
 from ._books import Books, BudgetView
 from ._decode import SpanRecord
 from ._metrics import Counters, SpendCounters
+from ._mismatch import MismatchLog, cost_checker
 from ._normalize import normalize
 
 __all__ = ["MAX_SPAN_AHEAD", "Daemon", "IngestResult"]
@@ -57,11 +58,14 @@ class Daemon:
         *,
         default_request_type: str,
         max_span_age: timedelta = timedelta(days=30),
+        cost_mismatch_factor: float = 2.0,
     ) -> None:
         self.ledger, self.prices, self.books = ledger, prices, books
         self.default_request_type = default_request_type
         self.counters = Counters()
         self.spend = SpendCounters()
+        self._mismatched = cost_checker(prices, cost_mismatch_factor)
+        self._warn = MismatchLog(cost_mismatch_factor)
         self._behind_us, self._ahead_us = max_span_age // _MICROSECOND, MAX_SPAN_AHEAD // _MICROSECOND
 
     def ingest(self, spans: Sequence[SpanRecord | Entry]) -> IngestResult:
@@ -74,9 +78,17 @@ class Daemon:
         self._count(len(spans), len(normalized.entries), appended.inserted + appended.upgraded, normalized)
         self.spend.add(appended.new_entries, appended.replaced)
         if appended.new_entries or appended.replaced:
+            self._check_costs(appended.new_entries, appended.replaced)
             self.books.evaluate()
         message = "; ".join(normalized.rejected_reasons[:3])
         return IngestResult(appended.inserted + appended.upgraded, appended.duplicates, normalized.rejected, message)
+
+    def _check_costs(self, entries: Sequence[Entry], replaced: Sequence[tuple[Entry, Entry]]) -> None:
+        """Counts and logs the stored entries whose claimed cost is far off their tokens' price (kept as claimed)."""
+        mismatches = self._mismatched([*entries, *(new for _, new in replaced)])
+        if mismatches:
+            self.spend.count_mismatches(entry for entry, _, _ in mismatches)
+            self._warn(mismatches)
 
     def _count(self, received: int, entries: int, stored: int, normalized: Any) -> None:
         with self.counters.lock:

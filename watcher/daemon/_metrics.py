@@ -104,6 +104,7 @@ class SpendCounters:
         self._max_series = max_series
         self._lock = threading.Lock()
         self.sums: dict[Labels, list[int]] = {}
+        self.mismatches: dict[str, int] = {}  # per (folded) service: entries whose claimed cost is far off
 
     def _sums(self, entry: Entry) -> list[int]:
         """The running sums of the entry's (folded) label set, new ones made while under `max_series`."""
@@ -138,10 +139,22 @@ class SpendCounters:
                     if change > 0:
                         sums[index] += change
 
+    def count_mismatches(self, entries: Iterable[Entry]) -> None:
+        """Counts entries whose claimed cost disagrees with the daemon's price table, per service."""
+        with self._lock:
+            for e in entries:
+                service = self._service(e.service)
+                self.mismatches[service] = self.mismatches.get(service, 0) + 1
+
     def snapshot(self) -> list[tuple[Labels, tuple[int, ...]]]:
         """Every label set with its sums (in `_SUMS` order), copied under the lock."""
         with self._lock:
             return [(labels, tuple(sums)) for labels, sums in self.sums.items()]
+
+    def mismatch_snapshot(self) -> list[tuple[str, int]]:
+        """(service, count) of cost mismatches, copied under the lock."""
+        with self._lock:
+            return list(self.mismatches.items())
 
 
 def _accumulate(sums: list[int], e: Entry, sign: int) -> None:
@@ -186,6 +199,11 @@ class WatcherCollector(Collector):
             for kind, count in zip(_TOKEN_TYPES, sums[7:], strict=True):
                 tokens.add_metric([*values, kind], count)
         yield from (*usd, requests, tokens)
+        doc = "Stored spans whose claimed cost is more than WATCHER_COST_MISMATCH_FACTOR off their tokens' price."
+        mismatch = CounterMetricFamily("watcher_cost_mismatch", doc, labels=["service"])
+        for service, count in self._spend.mismatch_snapshot():
+            mismatch.add_metric([service], count)
+        yield mismatch
 
     def _budget_metrics(self) -> Iterator[Metric]:
         families = [GaugeMetricFamily(name, doc, labels=["budget"]) for name, doc in _BUDGET_GAUGES]

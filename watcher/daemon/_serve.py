@@ -138,6 +138,7 @@ def build(
         books,
         default_request_type=settings.default_request_type,
         max_span_age=timedelta(days=settings.max_span_age_days),
+        cost_mismatch_factor=settings.cost_mismatch_factor,
     )
     books.evaluate()
     collector = WatcherCollector(daemon.spend, daemon.counters, books, dispatcher)
