@@ -1,11 +1,13 @@
-"""Helpers several test modules share: HTTP to a local daemon, its metrics, and polling for a condition."""
+"""Helpers several test modules share: HTTP to a local daemon, its metrics, polling for a condition, a broken ledger."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -49,3 +51,14 @@ def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = 30.0) -
             return found
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def corrupt_a_page_of_entries(path: Path) -> None:
+    """Overwrites the root page of the entries table in the (closed, checkpointed) file with 0xff bytes."""
+    with sqlite3.connect(path) as raw:
+        (root,) = raw.execute("SELECT rootpage FROM sqlite_master WHERE name = 'entries'").fetchone()
+        (size,) = raw.execute("PRAGMA page_size").fetchone()
+    raw.close()
+    data = bytearray(path.read_bytes())
+    data[(root - 1) * size : root * size] = b"\xff" * size
+    path.write_bytes(bytes(data))

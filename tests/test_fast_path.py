@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from watcher.daemon import _otlp as names
 from watcher.daemon import decode_request, normalize
-from watcher.ledger import Entry
+from watcher.ledger import MAX_TOKENS, Entry
 from watcher.pricing import default_price_table
 
 PRICES = default_price_table()
@@ -51,13 +51,17 @@ KEYS = sorted({*COST_SPAN, *names.SPAN_KEYS})  # every key either path reads, al
 VALUES = st.one_of(
     st.none(),  # drop the key
     st.integers(-5, 10**6),
+    st.integers(MAX_TOKENS - 10**6, MAX_TOKENS + 10),  # around the plausibility bound, alone or summed
+    st.sampled_from([2**62, 2**63 - 1]),
     st.sampled_from([0, 0.0, -0.0, 1.0, 2.5, -1.0, float("nan"), float("inf"), 1e-12, 0.1 + 0.2, 7e20]),
     st.floats(allow_nan=True, allow_infinity=True),
     st.booleans(),
     st.sampled_from(["", "batch", "claude-sonnet-4-5", "x"]),
     st.lists(st.integers(0, 3), max_size=2),
 )
-END_TIMES = st.one_of(st.just(1_795_608_000_000_001_234), st.integers(0, 2**64 - 1))
+END_NS = 1_795_608_000_000_001_234
+END_TIMES = st.one_of(st.just(END_NS), st.integers(0, 2**64 - 1), st.integers(END_NS - 10**15, END_NS + 10**15))
+WINDOWS = st.one_of(st.none(), st.just((END_NS // 1000 - 10**12, END_NS // 1000 + 10**9)))
 
 
 def body_of(attributes: dict[str, Any], end_ns: int, resource: dict[str, Any]) -> bytes:
@@ -72,11 +76,11 @@ def body_of(attributes: dict[str, Any], end_ns: int, resource: dict[str, Any]) -
     return body
 
 
-def both_paths(body: bytes) -> tuple[list[object], Any, Any]:
-    """(what the fast decode made, normalised fast result, normalised general result)."""
+def both_paths(body: bytes, window: tuple[int, int] | None = None) -> tuple[list[object], Any, Any]:
+    """(what the fast decode made, normalised fast result, normalised general result), within `window` if given."""
     fast = decode_request(body, PROTOBUF, default_request_type="dflt")
     general = decode_request(body, PROTOBUF, default_request_type="dflt", fast=False)
-    normal = {"default_request_type": "dflt"}
+    normal: dict[str, Any] = {"default_request_type": "dflt", **({"window": window} if window else {})}
     return list(fast), normalize(fast, PRICES, **normal), normalize(general, PRICES, **normal)
 
 
@@ -129,13 +133,32 @@ def test_each_field_of_a_plain_cost_span_is_read_by_the_fast_path_as_the_general
     changes=st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=4),
     end_ns=END_TIMES,
     environment=st.sampled_from([None, "prod", ""]),
+    window=WINDOWS,
 )
 def test_any_variation_gives_the_general_paths_entries_and_rejections(
-    changes: dict[str, Any], end_ns: int, environment: str | None
+    changes: dict[str, Any], end_ns: int, environment: str | None, window: tuple[int, int] | None
 ) -> None:
-    """Dropped keys, other types, negative or fractional counts, odd floats and odd end times: the fast path
-    gives the same entries and rejections as the general path, whichever of them takes the span."""
+    """Dropped keys, other types, negative, fractional or implausibly big counts, odd floats and odd end times,
+    with or without a window: the fast path gives the same entries and rejections (and their reasons) as the
+    general path, whichever of them takes the span."""
     resource = {"service.name": "app", **({"deployment.environment.name": environment} if environment else {})}
-    _, fast, general = both_paths(body_of({**COST_SPAN, **changes}, end_ns, resource))
+    _, fast, general = both_paths(body_of({**COST_SPAN, **changes}, end_ns, resource), window)
     assert fast.entries == general.entries
-    assert (fast.rejected, fast.ignored) == (general.rejected, general.ignored)
+    assert (fast.rejected, fast.ignored, fast.rejected_by) == (general.rejected, general.ignored, general.rejected_by)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"gen_ai.usage.output_tokens": 2**63 - 1},
+        {"gen_ai.usage.output_tokens": MAX_TOKENS},  # with the span's other 1,350 tokens
+        {"anthropic.usage.server_tool_use.web_search_requests": MAX_TOKENS + 1},
+    ],
+    ids=["int64-max", "sum-over", "searches"],
+)
+def test_an_implausibly_big_cost_span_leaves_the_fast_path_and_is_rejected_for_it(changes: dict[str, Any]) -> None:
+    """A cost span of otherwise plain shape claiming more than MAX_TOKENS is not made an Entry by the fast path;
+    both paths reject it as implausible."""
+    made, fast, general = both_paths(body_of({**COST_SPAN, **changes}, END_NS, {"service.name": "app"}))
+    assert [type(item) for item in made] != [Entry]
+    assert fast.rejected_by == general.rejected_by == {"implausible_tokens": 1}

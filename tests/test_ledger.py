@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _support import corrupt_a_page_of_entries
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -109,6 +111,17 @@ def test_higher_rank_entry_replaces_lower_one_and_is_counted_as_upgraded(ledger:
     assert stored is not None and (stored.rank, stored.request_type) == (2, "extract_invoice")
 
 
+def test_an_upgrade_reports_the_entry_it_replaced_with_its_replacement(ledger: SqliteLedger) -> None:
+    """`AppendResult.replaced` pairs each upgraded key's old entry, as stored, with the new one, for running
+    totals; a batch's duplicates and new keys are not in it, and inside one batch nothing was stored before."""
+    old = entry("msg_1", "0.3", request_type="unknown", rank=1, input_tokens=7)
+    ledger.append([old, entry("msg_2", "1", rank=1)])
+    new = entry("msg_1", "0.5", request_type="extract_invoice")
+    result = ledger.append([entry("msg_3", "2", rank=1), new, entry("msg_2", "1", rank=1)])
+    assert result.replaced == ((old, new),)
+    assert ledger.append([entry("msg_4", "1", rank=1), entry("msg_4", "2")]).replaced == ()
+
+
 def test_lower_rank_after_higher_one_is_a_duplicate(ledger: SqliteLedger) -> None:
     """Once watcher's span is stored, a later SDK span for the same response changes nothing."""
     ledger.append([entry("msg_1", "0.3", request_type="extract_invoice")])
@@ -181,10 +194,10 @@ def test_reopened_file_finds_every_entry_and_the_schema_version(tmp_path: Path) 
     with SqliteLedger(tmp_path / "sub" / "ledger.db") as reopened:
         assert reopened.get("msg_1") == original
         assert reopened.spend(Scope(), T0, END) == Decimal("1.123456789")
-        assert reopened.schema_version() == SCHEMA_VERSION == 3
+        assert reopened.schema_version() == SCHEMA_VERSION == 4
     with sqlite3.connect(tmp_path / "sub" / "ledger.db") as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,), (3,)]
+        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,), (3,), (4,)]
 
 
 def test_a_ledger_newer_than_this_code_is_refused(tmp_path: Path) -> None:
@@ -326,7 +339,7 @@ entries_strategy = st.lists(
         WINDOW_US,
         st.sampled_from(["chat", "extract"]),
         st.sampled_from(["claude-haiku-4-5", "claude-opus-4-6"]),
-        st.integers(0, 10**9),
+        st.one_of(st.integers(0, 10**9), st.integers(0, 2**63 - 1)),  # up to int64 max, which two rows overflow
         st.sampled_from([1, 2]),
     ),
     max_size=12,
@@ -360,3 +373,50 @@ def test_spend_from_hourly_rollups_equals_the_sum_of_the_stored_entries(
             and all(getattr(scope, d) is None or fnmatchcase(getattr(e, d), getattr(scope, d)) for d in DIMENSIONS)
         )
         assert ledger.spend(scope, start, end) == Decimal(expected).scaleb(-9)
+
+
+INT64_MAX = 2**63 - 1
+
+
+def test_sums_over_many_max_size_rows_are_exact_and_never_overflow(ledger: SqliteLedger) -> None:
+    """2,000 entries each at int64's largest cost and token counts (as ledgers written before ingest bounded
+    tokens may hold) in one hour and scope: spend, breakdown and top give the exact totals, an upgrade
+    still takes one out of the hour's rollup, and appending more still works."""
+    biggest = {f: INT64_MAX for f in ("input_tokens", "output_tokens", "cache_read_tokens", "web_search_requests")}
+    big = [
+        entry(f"k{i}", rank=1, **biggest)._replace(
+            cost_nanos=INT64_MAX, cache_write_5m_tokens=INT64_MAX, cache_write_1h_tokens=INT64_MAX, estimated=True
+        )
+        for i in range(2000)
+    ]
+    for start in range(0, 2000, 500):
+        ledger.append(big[start : start + 500])
+    assert ledger.append([entry("k0", "0", rank=2)]).upgraded == 1
+    n = 1999
+    assert ledger.spend(Scope(), T0, END) == Decimal(n * INT64_MAX).scaleb(-9)
+    assert ledger.spend(Scope(request_type="ch*"), T0 - timedelta(minutes=1), END) == Decimal(n * INT64_MAX).scaleb(-9)
+    [row] = ledger.breakdown(T0, END, "model")
+    assert (row.requests, row.cost_usd, row.estimated_cost_usd) == (2000, *[Decimal(n * INT64_MAX).scaleb(-9)] * 2)
+    assert (row.input_tokens, row.cache_write_tokens) == (n * INT64_MAX, 2 * n * INT64_MAX)
+    assert ledger.top(Scope(), T0, END, "service") == [("api", Decimal(n * INT64_MAX).scaleb(-9))]
+    assert ledger.append([entry("more", "1")]).inserted == 1
+
+
+def test_a_ledger_with_a_corrupt_page_is_refused_at_open_naming_the_file(tmp_path: Path) -> None:
+    """A page of entries overwritten on disk is found when the file is opened: ConfigError names the file and
+    the damage, before anything is read or written."""
+    path = tmp_path / "ledger.db"
+    with SqliteLedger(path) as ledger:
+        ledger.append([entry(f"k{i}") for i in range(2000)])
+    corrupt_a_page_of_entries(path)
+    with pytest.raises(ConfigError, match=rf"ledger {path} is corrupt \(SQLite quick_check: .*Page \d+.*\.recover"):
+        open_ledger(f"sqlite:///{path}")
+
+
+def test_opening_a_ledger_logs_how_long_its_integrity_check_took(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each open runs SQLite's quick_check and logs its duration, so a slow start on a big ledger is explained."""
+    with caplog.at_level("INFO", logger="watcher.ledger"), SqliteLedger(tmp_path / "ledger.db"):
+        pass
+    assert re.search(r"ledger .*ledger\.db passed its integrity check \(quick_check\) in \d+\.\d{3} s", caplog.text)

@@ -11,7 +11,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 import watcher
 from watcher.daemon import MAX_REASONS, SpanRecord, decode_request, normalize
-from watcher.ledger import Entry
+from watcher.ledger import MAX_TOKENS, Entry
 from watcher.pricing import TokenUsage, default_price_table
 from watcher.testing import FakeAnthropic, FakeReply, SpanCapture
 
@@ -341,3 +341,50 @@ def test_records_that_break_expectations_cost_one_span_not_the_batch() -> None:
     broken = SpanRecord("ab", "cd", "chat", 2**80, watcher_span(), RESOURCE)  # a time past year 9999
     result = normalize([broken, record(watcher_span())], PRICES)
     assert (len(result.entries), result.rejected) == (1, 1)
+
+
+SDK_SPAN = {"gen_ai.provider.name": "anthropic", "gen_ai.request.model": "claude-haiku-4-5"}
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [
+        {"gen_ai.usage.output_tokens": 2**63 - 1},
+        {"gen_ai.usage.output_tokens": MAX_TOKENS - 49},  # with the span's 50 other tokens: one too many
+        {"anthropic.usage.server_tool_use.web_search_requests": MAX_TOKENS + 1},
+        {"gen_ai.usage.input_tokens": 2 * MAX_TOKENS, "anthropic.usage.uncached_input_tokens": None},
+    ],
+    ids=["int64-max", "just-over", "searches", "input-total"],
+)
+def test_a_span_claiming_more_tokens_than_a_request_can_hold_is_rejected_as_implausible(
+    counts: dict[str, object],
+) -> None:
+    """Over MAX_TOKENS tokens (all kinds together) or web searches in one span is rejected with its own reason."""
+    huge = {"gen_ai.usage.input_tokens": 2**62, "gen_ai.usage.output_tokens": 2**62}
+    spans = [record(watcher_span(**counts)), record({**SDK_SPAN, **huge}), record(watcher_span())]
+    result = normalize(spans, PRICES)
+    assert (len(result.entries), result.rejected, result.rejected_by) == (1, 2, {"implausible_tokens": 2})
+    assert "more than one request can hold" in result.rejected_reasons[0]
+
+
+def test_a_span_of_exactly_max_tokens_is_accepted() -> None:
+    """The bound is inclusive: MAX_TOKENS tokens in one request is still an entry."""
+    entry = only([record(watcher_span(**{"gen_ai.usage.output_tokens": MAX_TOKENS - 1300}))])
+    assert entry.input_tokens + entry.output_tokens + entry.cache_read_tokens + 200 == MAX_TOKENS
+
+
+def test_spans_ending_outside_the_window_are_rejected_whichever_path_made_them() -> None:
+    """A record or a fast-path Entry ending outside the window is rejected as out of window; the edges are in."""
+    end_us = END_NS // 1000
+    entry = only([record(watcher_span())])
+    spans: list[SpanRecord | Entry] = [
+        record(watcher_span()),  # ends exactly at the window's end
+        SpanRecord("ab" * 16, "ef" * 8, "chat", 0, watcher_span(), RESOURCE),  # 1970
+        record({**SDK_SPAN, "gen_ai.usage.input_tokens": 5}),
+        entry._replace(time_us=end_us + 1),  # the fast path's entry, a microsecond late
+        entry._replace(time_us=end_us - 10**6),  # the window's start
+    ]
+    result = normalize(spans, PRICES, window=(end_us - 10**6, end_us))
+    assert (len(result.entries), result.rejected_by) == (3, {"time_out_of_window": 2})
+    assert "ended at 1970-01-01T00:00:00+00:00, outside the accepted" in result.rejected_reasons[0]
+    assert result.rejected_reasons[1].startswith("entry msg_w: ended at")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from hypothesis import given
@@ -149,3 +149,56 @@ def test_batch_savings_are_the_standard_cost_minus_the_batch_cost(model: str, us
     batch = TABLE.cost(model, replace(usage, batch=True, service_tier=None), at=at)
     assert batch.batch_savings_usd == online.total_usd - batch.total_usd
     assert online.batch_savings_usd == 0
+
+
+@given(model=models, usage=usages(st.integers(0, 300_000)), at=moments)
+def test_cost_bounds_hold_the_cost_whatever_geo_and_speed_applied(model: str, usage: TokenUsage, at: datetime) -> None:
+    """cost_bounds() brackets cost() for any usage, tier, batch, geo and speed; with neither geo nor fast mode
+    its lower bound is the cost itself."""
+    bounds = TABLE.cost_bounds(model, usage, at=at)
+    assert bounds is not None
+    least, most = bounds
+    assert least <= TABLE.cost(model, usage, at=at).total_usd <= most
+    plain = replace(usage, inference_geo=None, speed=None)
+    assert TABLE.cost(model, plain, at=at).total_usd == least
+
+
+def test_cost_bounds_are_none_for_a_model_the_table_only_estimates() -> None:
+    """An unknown model has no firm price to check a claimed cost against."""
+    assert TABLE.cost_bounds("claude-nova-1", TokenUsage(1000, 100), at=datetime(2026, 11, 25, tzinfo=UTC)) is None
+
+
+@given(
+    model=st.sampled_from([*TABLE.models, "claude-nova-1"]),
+    usage=usages(st.integers(0, 300_000)),
+    at=moments,
+    factor=st.sampled_from([Decimal("1.5"), Decimal(2), Decimal(10)]),
+    scale=st.one_of(
+        st.sampled_from([Decimal(0), Decimal(1), Decimal("0.5"), Decimal(2), Decimal(10), Decimal("0.1")]),
+        st.decimals(Decimal(0), Decimal(30), places=4),
+    ),
+    nudge=st.integers(-2, 2),
+    end=st.sampled_from(["least", "most"]),
+)
+def test_the_claim_checker_decides_exactly_as_cost_bounds_says(
+    model: str, usage: TokenUsage, at: datetime, factor: Decimal, scale: Decimal, nudge: int, end: str
+) -> None:
+    """For claims at, around and far from either bound times or over the factor (to the nano-dollar), the fast
+    checker flags exactly the claims below least / factor or above most x factor, and no unknown model."""
+    check = TABLE.claim_checker(factor)
+    bounds = TABLE.cost_bounds(model, usage, at=at)
+    base = (bounds[0] if end == "least" else bounds[1]) if bounds else Decimal("0.01")
+    claimed_nanos = max(0, int(base * scale * 10**9) + nudge)
+    counts = (
+        usage.input_tokens,
+        usage.cache_write_5m_tokens,
+        usage.cache_write_1h_tokens,
+        usage.cache_read_tokens,
+        usage.output_tokens,
+        usage.web_search_requests,
+    )
+    time_us = (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    found = check(model, time_us, counts, usage.is_batch, claimed_nanos)
+    claimed = Decimal(claimed_nanos).scaleb(-9)
+    off = bounds is not None and (claimed * factor < bounds[0] or claimed > bounds[1] * factor)
+    assert found == (bounds if off else None)

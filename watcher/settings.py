@@ -150,6 +150,22 @@ class Settings(BaseSettings):
     """WATCHER_BUSY_WAIT_S: how long an export waits for its turn before it is answered 503 with Retry-After (gRPC:
     UNAVAILABLE), so exporters back off; below their usual 10 s timeout, so they get the answer."""
 
+    max_span_age_days: Annotated[int, Field(ge=1, le=3650)] = 30
+    """WATCHER_MAX_SPAN_AGE_DAYS: the daemon rejects a span that ended longer ago than this (or more than an hour
+    ahead of its clock); generous, so spans held back by an outage are still taken when they are re-sent."""
+
+    cost_mismatch_factor: Annotated[float, Field(ge=0)] = 2.0
+    """WATCHER_COST_MISMATCH_FACTOR: a watcher span whose claimed cost is more than this many times above, or below,
+    what its tokens cost by the daemon's price table is stored as claimed but counted (`watcher_cost_mismatch_total`)
+    and logged; must be above 1, or 0 to turn the check off."""
+
+    @field_validator("cost_mismatch_factor")
+    @classmethod
+    def _factor_above_one(cls, value: float) -> float:
+        if value != 0 and not 1 < value < float("inf"):
+            raise ValueError(f"must be above 1 (e.g. 2), or 0 to turn the check off; got {value}")
+        return value
+
     @field_validator("alert_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:

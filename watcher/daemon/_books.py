@@ -126,29 +126,24 @@ class Books:
         self._totals: dict[str, tuple[Window, Decimal, datetime]] = {}
         self._resync_s = resync_s
 
-    def add(self, entries: Iterable[Entry]) -> None:
-        """Adds newly stored entries to the running totals of the windows they fall in.
+    def add(self, entries: Iterable[Entry], replaced: Iterable[tuple[Entry, Entry]] = ()) -> None:
+        """Adds newly stored entries, and the upgrades `(old, new)` of stored ones, to the running totals.
 
+        An upgrade adds the new entry and takes the old one out of the windows and scopes each falls
+        in (they may differ: the new one often carries the request type the old one lacked).
         Keeps evaluation after each batch O(budgets x batch), not a sum over the whole period
         (a month can hold millions of entries). The ledger stays the truth: a window's total is
         read from it when the window starts (and at start-up) and again every `resync_s`.
         """
-        entries = list(entries)
+        changes = [(entry, 1) for entry in entries]
+        for old, new in replaced:
+            changes += ((new, 1), (old, -1))
         with self.lock:
             for name, (window, total, synced) in list(self._totals.items()):
                 matches = self._matchers[name]
                 since, until = to_micros(window[0]), to_micros(window[1])
-                extra = sum(e.cost_nanos for e in entries if since <= e.time_us < until and matches(e))
+                extra = sum(sign * e.cost_nanos for e, sign in changes if since <= e.time_us < until and matches(e))
                 self._totals[name] = (window, total + from_nanos(extra), synced)
-
-    def resync(self) -> None:
-        """Drops the running totals, so the next evaluation reads every window's spend from the ledger.
-
-        For an append that replaced stored entries (a higher-rank span for the same response):
-        the replacement may differ in cost, time or scope, which `add` cannot apply.
-        """
-        with self.lock:
-            self._totals.clear()
 
     def _spend(self, budget: Budget, window: Window, now: datetime) -> Decimal:
         cached = self._totals.get(budget.name)

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from watcher.ledger import Entry, Ledger, Scope
+from watcher.ledger import Entry, Ledger, Scope, to_micros
 from watcher.pricing import PriceTable
 from watcher.reporting import report_window, row_json
 
 from ._books import Books, BudgetView, Hold
 from ._decode import SpanRecord
 from ._metrics import Counters, SpendCounters
+from ._mismatch import MismatchLog, cost_checker
 from ._normalize import normalize
 from ._state import EventRecord
 
-__all__ = ["Daemon", "IngestResult"]
+__all__ = ["MAX_SPAN_AHEAD", "Daemon", "IngestResult"]
+
+MAX_SPAN_AHEAD = timedelta(hours=1)
+"""How far ahead of the daemon's clock a span may end: room for the sending host's clock skew."""
+_MICROSECOND = timedelta(microseconds=1)
 
 _REPORT_PARAMETERS = frozenset({"since", "until", "by"})
 
@@ -49,25 +54,45 @@ class Daemon:
     Storage errors propagate: the server turns them into 503 and the exporter retries.
     """
 
-    def __init__(self, ledger: Ledger, prices: PriceTable, books: Books, *, default_request_type: str) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        prices: PriceTable,
+        books: Books,
+        *,
+        default_request_type: str,
+        max_span_age: timedelta = timedelta(days=30),
+        cost_mismatch_factor: float = 2.0,
+    ) -> None:
         self.ledger, self.prices, self.books = ledger, prices, books
         self.default_request_type = default_request_type
         self.counters = Counters()
         self.spend = SpendCounters()
+        self._mismatched = cost_checker(prices, cost_mismatch_factor)
+        self._warn = MismatchLog(cost_mismatch_factor)
+        self._behind_us, self._ahead_us = max_span_age // _MICROSECOND, MAX_SPAN_AHEAD // _MICROSECOND
 
     def ingest(self, spans: Sequence[SpanRecord | Entry]) -> IngestResult:
-        normalized = normalize(spans, self.prices, default_request_type=self.default_request_type)
+        now = to_micros(self.books.now())  # the injected clock
+        window = (now - self._behind_us, now + self._ahead_us)
+        normalized = normalize(spans, self.prices, default_request_type=self.default_request_type, window=window)
         with self.books.lock:  # no budget resync may fall between the commit and the running totals
             appended = self.ledger.append(normalized.entries)
-            self.books.add(appended.new_entries)
-            if appended.upgraded:
-                self.books.resync()
+            self.books.add(appended.new_entries, appended.replaced)
         self._count(len(spans), len(normalized.entries), appended.inserted + appended.upgraded, normalized)
-        self.spend.add(appended.new_entries)
-        if appended.new_entries or appended.upgraded:
+        self.spend.add(appended.new_entries, appended.replaced)
+        if appended.new_entries or appended.replaced:
+            self._check_costs(appended.new_entries, appended.replaced)
             self.books.evaluate()
         message = "; ".join(normalized.rejected_reasons[:3])
         return IngestResult(appended.inserted + appended.upgraded, appended.duplicates, normalized.rejected, message)
+
+    def _check_costs(self, entries: Sequence[Entry], replaced: Sequence[tuple[Entry, Entry]]) -> None:
+        """Counts and logs the stored entries whose claimed cost is far off their tokens' price (kept as claimed)."""
+        mismatches = self._mismatched([*entries, *(new for _, new in replaced)])
+        if mismatches:
+            self.spend.count_mismatches(entry for entry, _, _ in mismatches)
+            self._warn(mismatches)
 
     def _count(self, received: int, entries: int, stored: int, normalized: Any) -> None:
         with self.counters.lock:
@@ -75,6 +100,8 @@ class Daemon:
             self.counters.stored += stored
             self.counters.duplicates += entries - stored
             self.counters.rejected += normalized.rejected
+            for kind, count in normalized.rejected_by.items():
+                self.counters.rejected_by[kind] = self.counters.rejected_by.get(kind, 0) + count
             self.counters.ignored += normalized.ignored
 
     def killswitch(self, now: datetime) -> dict[str, Any]:

@@ -4,9 +4,11 @@ The general path decodes every attribute normalisation might read into a dict (`
 and then normalises it. Nearly all the traffic is watcher's own cost spans, whose shape is
 fixed (docs/spans.md), so this reads just the keys such a span needs, each once, with the type
 it is sent in, into an Entry. On any surprise (a key missing, a value of another type, a
-negative count, totals that disagree) it returns None and the span takes the general path,
-which accepts, repairs or rejects it with a reason. So the two paths never disagree: the fast
-one gives the general one's Entry or none (tests/test_fast_path.py holds them to that).
+negative count, totals that disagree, implausibly many tokens) it returns None and the span
+takes the general path, which accepts, repairs or rejects it with a reason. So the two paths
+never disagree: the fast one gives the general one's Entry or none (tests/test_fast_path.py
+holds them to that). The end time is checked against the accepted window by `normalize`, for
+both paths alike.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from watcher.daemon import _otlp as names
-from watcher.ledger import MAX_MICROS, MAX_USD, Entry, float_to_nanos
+from watcher.ledger import MAX_MICROS, MAX_TOKENS, MAX_USD, Entry, float_to_nanos
 
 __all__ = ["watcher_entry"]
 
@@ -51,6 +53,8 @@ def watcher_entry(
         searched = 0 if searches is None else _count(searches)
     except _Surprise:
         return None
+    if uncached + output + read + five + hour > MAX_TOKENS or searched > MAX_TOKENS:
+        return None  # the general path rejects it, naming the counts
     micros = span.end_time_unix_nano // 1000
     if micros > MAX_MICROS:
         return None

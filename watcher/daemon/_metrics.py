@@ -13,6 +13,8 @@ from prometheus_client.registry import Collector
 
 from watcher.ledger import NANOS_PER_USD, Entry
 
+from ._normalize import REJECTIONS
+
 if TYPE_CHECKING:
     from ._alerts import Dispatcher
     from ._books import Books
@@ -34,6 +36,7 @@ class Counters:
     rejected: int = 0
     ignored: int = 0
     hook_dropped: int = 0  # spans hooks reported dropping (X-Watcher-Dropped-Spans)
+    rejected_by: dict[str, int] = field(default_factory=dict)  # per reason, as `Normalized.rejected_by`
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
@@ -70,54 +73,107 @@ _BUDGET_GAUGES = (  # (name, help), in the order _budget_metrics gives the value
 )
 
 
+class _Folded:
+    """One label's values: the first `limit` distinct ones of at most `max_length` characters are kept, the rest
+    read as `other`. Not thread-safe (SpendCounters holds its lock)."""
+
+    def __init__(self, limit: int, max_length: int) -> None:
+        self._limit, self._max_length = limit, max_length
+        self._kept: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._kept:
+            return value
+        if len(self._kept) < self._limit and len(value) <= self._max_length:
+            self._kept.add(value)
+            return value
+        return OTHER
+
+
 class SpendCounters:
     """Spend, savings, tokens and requests per (service, request_type, model) since the daemon started.
 
     Updated from the entries a batch actually stored (never from duplicates), summed exactly in
-    nano-dollars. Request types beyond `max_request_types` distinct values fold into `other`, so
-    a label can never explode Prometheus. Thread-safe.
+    nano-dollars. Every label keeps its first `max_values` distinct values of at most
+    `max_length` characters, and at most `max_series` label sets are kept; any other value (or
+    set) folds into `other`, so no label can explode Prometheus or the scrape, however many
+    models or services the spans name. Thread-safe.
     """
 
-    def __init__(self, max_request_types: int = 50) -> None:
-        self._max = max_request_types
-        self._types: set[str] = set()
+    def __init__(self, max_values: int = 50, max_length: int = 128, max_series: int = 2000) -> None:
+        self._service, self._request_type, self._model = (_Folded(max_values, max_length) for _ in range(3))
+        self._max_series = max_series
         self._lock = threading.Lock()
         self.sums: dict[Labels, list[int]] = {}
+        self.mismatches: dict[str, int] = {}  # per (folded) service: entries whose claimed cost is far off
 
-    def _request_type(self, value: str) -> str:
-        if value in self._types:
-            return value
-        if len(self._types) < self._max:
-            self._types.add(value)
-            return value
-        return OTHER
+    def _sums(self, entry: Entry) -> list[int]:
+        """The running sums of the entry's (folded) label set, new ones made while under `max_series`."""
+        labels = (self._service(entry.service), self._request_type(entry.request_type), self._model(entry.model))
+        sums = self.sums.get(labels)
+        if sums is None:
+            if len(self.sums) >= self._max_series:
+                labels = (OTHER, OTHER, OTHER)
+                sums = self.sums.get(labels)
+            if sums is None:
+                sums = self.sums[labels] = [0] * len(_SUMS)
+        return sums
 
-    def add(self, entries: Iterable[Entry]) -> None:
+    def add(self, entries: Iterable[Entry], replaced: Iterable[tuple[Entry, Entry]] = ()) -> None:
+        """Counts newly stored entries, and the upgrades `(old, new)` of entries counted before.
+
+        An upgrade adds the difference new minus old, of every sum, to the label set that counted
+        the old entry (requests do not change: it is the same response). A negative difference is
+        not subtracted: a Prometheus counter must never go down (`rate()` would read it as a restart
+        and count the whole series again), so the counters keep the higher figure; the ledger and
+        the budgets have the exact one.
+        """
         with self._lock:
             for e in entries:
-                labels = (e.service, self._request_type(e.request_type), e.model)
-                sums = self.sums.get(labels)
-                if sums is None:
-                    sums = self.sums[labels] = [0] * len(_SUMS)
-                cost = e.cost_nanos
-                sums[0] += cost
-                if e.batch:
-                    sums[1] += cost
-                    sums[2] += e.batch_savings_nanos
-                sums[3] += e.cache_read_savings_nanos
-                sums[4] += e.cache_write_premium_nanos
-                if e.estimated:
-                    sums[5] += cost
-                sums[6] += 1
-                sums[7] += e.input_tokens
-                sums[8] += e.output_tokens
-                sums[9] += e.cache_read_tokens
-                sums[10] += e.cache_write_5m_tokens + e.cache_write_1h_tokens
+                _accumulate(self._sums(e), e, 1)
+            for old, new in replaced:
+                difference = [0] * len(_SUMS)
+                _accumulate(difference, new, 1)
+                _accumulate(difference, old, -1)
+                sums = self._sums(old)
+                for index, change in enumerate(difference):
+                    if change > 0:
+                        sums[index] += change
+
+    def count_mismatches(self, entries: Iterable[Entry]) -> None:
+        """Counts entries whose claimed cost disagrees with the daemon's price table, per service."""
+        with self._lock:
+            for e in entries:
+                service = self._service(e.service)
+                self.mismatches[service] = self.mismatches.get(service, 0) + 1
 
     def snapshot(self) -> list[tuple[Labels, tuple[int, ...]]]:
         """Every label set with its sums (in `_SUMS` order), copied under the lock."""
         with self._lock:
             return [(labels, tuple(sums)) for labels, sums in self.sums.items()]
+
+    def mismatch_snapshot(self) -> list[tuple[str, int]]:
+        """(service, count) of cost mismatches, copied under the lock."""
+        with self._lock:
+            return list(self.mismatches.items())
+
+
+def _accumulate(sums: list[int], e: Entry, sign: int) -> None:
+    """Adds `sign` times the entry's part of each sum (in `_SUMS` order) to `sums`."""
+    cost = sign * e.cost_nanos
+    sums[0] += cost
+    if e.batch:
+        sums[1] += cost
+        sums[2] += sign * e.batch_savings_nanos
+    sums[3] += sign * e.cache_read_savings_nanos
+    sums[4] += sign * e.cache_write_premium_nanos
+    if e.estimated:
+        sums[5] += cost
+    sums[6] += sign
+    sums[7] += sign * e.input_tokens
+    sums[8] += sign * e.output_tokens
+    sums[9] += sign * e.cache_read_tokens
+    sums[10] += sign * (e.cache_write_5m_tokens + e.cache_write_1h_tokens)
 
 
 class WatcherCollector(Collector):
@@ -144,6 +200,11 @@ class WatcherCollector(Collector):
             for kind, count in zip(_TOKEN_TYPES, sums[7:], strict=True):
                 tokens.add_metric([*values, kind], count)
         yield from (*usd, requests, tokens)
+        doc = "Stored spans whose claimed cost is more than WATCHER_COST_MISMATCH_FACTOR off their tokens' price."
+        mismatch = CounterMetricFamily("watcher_cost_mismatch", doc, labels=["service"])
+        for service, count in self._spend.mismatch_snapshot():
+            mismatch.add_metric([service], count)
+        yield mismatch
 
     def _budget_metrics(self) -> Iterator[Metric]:
         families = [GaugeMetricFamily(name, doc, labels=["budget"]) for name, doc in _BUDGET_GAUGES]
@@ -192,15 +253,20 @@ class WatcherCollector(Collector):
                     "Spans already in the ledger (exporter retries, two instrumentations).",
                     c.duplicates,
                 ),
-                ("watcher_spans_rejected", "Spans with malformed usage, reported as partial success.", c.rejected),
                 (
                     "watcher_hook_dropped_spans",
                     "Spans hooks reported dropping before export (their disk spool was full).",
                     c.hook_dropped,
                 ),
             )
+            rejected = [(reason, c.rejected_by.get(reason, 0)) for reason in REJECTIONS]
         for name, doc, value in values:
             yield CounterMetricFamily(name, doc, value=value)
+        doc = "Spans rejected (reported to the exporter as partial success), by reason."
+        family = CounterMetricFamily("watcher_spans_rejected", doc, labels=["reason"])
+        for reason, count in rejected:
+            family.add_metric([reason], count)
+        yield family
 
 
 def render(collector: WatcherCollector) -> bytes:

@@ -8,13 +8,29 @@ from datetime import datetime
 
 from watcher.daemon import _otlp as names
 from watcher.daemon._otlp import SpanRecord
-from watcher.ledger import MAX_MICROS, MAX_USD, NANOS_PER_USD, Entry, float_to_nanos, from_micros, to_nanos
+from watcher.ledger import (
+    MAX_MICROS,
+    MAX_TOKENS,
+    MAX_USD,
+    NANOS_PER_USD,
+    Entry,
+    float_to_nanos,
+    from_micros,
+    to_nanos,
+)
 from watcher.pricing import PriceTable, TokenUsage
 
-__all__ = ["MAX_REASONS", "Normalized", "normalize", "resource_place"]
+__all__ = ["MAX_REASONS", "REJECTIONS", "Normalized", "Window", "normalize", "resource_place"]
 
 MAX_REASONS = 20
 """How many rejection reasons one `Normalized` keeps for the log; `rejected` counts them all."""
+
+MALFORMED, IMPLAUSIBLE, OUT_OF_WINDOW = "malformed", "implausible_tokens", "time_out_of_window"
+REJECTIONS = (MALFORMED, IMPLAUSIBLE, OUT_OF_WINDOW)
+"""Why a span is rejected, as `Normalized.rejected_by` and the metrics count it."""
+
+Window = tuple[int, int]
+"""The span end times accepted, in microseconds since the epoch: `[earliest, latest]`."""
 
 SDK_SPAN = "anthropic.messages.create"
 _Counts = tuple[int, int, int, int, int, int]  # uncached input, output, cache read, 5m and 1h writes, searches
@@ -45,18 +61,40 @@ class Normalized:
     rejected: int = 0
     rejected_reasons: list[str] = field(default_factory=list)
     ignored: int = 0
+    rejected_by: dict[str, int] = field(default_factory=dict)
+    """Rejected spans per kind of reason (one of `REJECTIONS`); the counts add up to `rejected`."""
 
 
 class _Malformed(Exception):
     """The span claims usage that cannot be taken as it is; the message says why."""
 
+    kind = MALFORMED
+
+
+class _Implausible(_Malformed):
+    """The span claims more tokens than one request can hold."""
+
+    kind = IMPLAUSIBLE
+
+
+class _OutOfWindow(_Malformed):
+    """The span ended too long ago, or too far ahead, to be a call being reported now."""
+
+    kind = OUT_OF_WINDOW
+
 
 def normalize(
-    spans: Sequence[SpanRecord | Entry], prices: PriceTable, *, default_request_type: str = "unlabeled"
+    spans: Sequence[SpanRecord | Entry],
+    prices: PriceTable,
+    *,
+    default_request_type: str = "unlabeled",
+    window: Window = (0, MAX_MICROS),
 ) -> Normalized:
     """One entry per span that carries Claude usage; never raises, whatever the records hold.
 
-    Entries among `spans` (the decoder's fast path made them) are taken as they are.
+    Entries among `spans` (the decoder's fast path made them) are taken as they are, but for
+    their end time. A span that claims usage is rejected when it ended outside `window` (the
+    daemon passes one around its clock's now; the default takes any time an entry can hold).
 
     watcher's own cost spans keep their recorded cost (rank 2); spans of other instrumentations
     are priced with `prices` at their end time (rank 1) and get `default_request_type` unless
@@ -66,17 +104,18 @@ def normalize(
     resource: object = None
     place = ("", "")
     for span in spans:
-        if isinstance(span, Entry):  # made by the decoder's fast path for watcher's own spans
-            result.entries.append(span)
-            continue
         try:
+            if isinstance(span, Entry):  # made by the decoder's fast path for watcher's own spans
+                _check_time(span.time_us, window)
+                result.entries.append(span)
+                continue
             if span.resource is not resource:  # spans of one resource share its dict
                 resource, place = span.resource, resource_place(span.resource)
-            entry = _entry(span, place, prices, default_request_type)
+            entry = _entry(span, place, prices, default_request_type, window)
         except _Malformed as exc:
-            _reject(result, span, str(exc))
+            _reject(result, span, exc.kind, str(exc))
         except Exception as exc:  # a bug must cost one span, never the batch
-            _reject(result, span, f"could not be read ({type(exc).__name__})")
+            _reject(result, span, MALFORMED, f"could not be read ({type(exc).__name__})")
         else:
             if entry is None:
                 result.ignored += 1
@@ -85,37 +124,51 @@ def normalize(
     return result
 
 
-def _reject(result: Normalized, span: SpanRecord, reason: str) -> None:
+def _reject(result: Normalized, span: SpanRecord | Entry, kind: str, reason: str) -> None:
     result.rejected += 1
+    result.rejected_by[kind] = result.rejected_by.get(kind, 0) + 1
     if len(result.rejected_reasons) < MAX_REASONS:
-        result.rejected_reasons.append(f"span {span.trace_id}/{span.span_id}: {reason}")
+        name = f"span {span.trace_id}/{span.span_id}" if isinstance(span, SpanRecord) else f"entry {span.key}"
+        result.rejected_reasons.append(f"{name}: {reason}")
 
 
-def _entry(span: SpanRecord, place: tuple[str, str], prices: PriceTable, default_request_type: str) -> Entry | None:
+def _entry(
+    span: SpanRecord, place: tuple[str, str], prices: PriceTable, default_request_type: str, window: Window
+) -> Entry | None:
     """The entry of one span; None when it has no usage or is another provider's."""
     attributes = span.attributes
     model = _model(attributes)
     if names.COST in attributes and names.PRICING_VERSION in attributes:  # watcher's own cost span
         counts = _counts(attributes, strict=True)
         cost = _recorded_cost(attributes)
-        return _build(span, _time_us(span), place, model, "anthropic", counts, cost, default_request_type, rank=2)
+        micros = _time_us(span, window)
+        return _build(span, micros, place, model, "anthropic", counts, cost, default_request_type, rank=2)
     if names.USAGE_KEYS.isdisjoint(attributes):
         return None
     platform = _platform(attributes, model)
     if platform is None:
         return None
     counts = _counts(attributes, strict=span.name == SDK_SPAN)
-    micros = _time_us(span)
+    micros = _time_us(span, window)
     cost = _priced_cost(attributes, model, counts, prices, from_micros(micros))
     return _build(span, micros, place, model, platform, counts, cost, default_request_type, rank=1)
 
 
-def _time_us(span: SpanRecord) -> int:
-    """The span's end in microseconds since the epoch; a time `datetime` cannot hold is malformed."""
+def _time_us(span: SpanRecord, window: Window) -> int:
+    """The span's end in microseconds since the epoch, if inside `window` and a time `datetime` can hold."""
     micros = span.end_time_ns // 1000
     if not 0 <= micros <= MAX_MICROS:
         raise _Malformed(f"end time {span.end_time_ns} ns is out of range")
+    _check_time(micros, window)
     return micros
+
+
+def _check_time(micros: int, window: Window) -> None:
+    """Raises `_OutOfWindow` unless `micros` lies in `window`."""
+    earliest, latest = window
+    if not earliest <= micros <= latest:
+        at, first, last = (from_micros(t).isoformat() for t in (micros, earliest, latest))
+        raise _OutOfWindow(f"ended at {at}, outside the accepted {first} to {last}")
 
 
 def _build(
@@ -212,7 +265,8 @@ def _counts(attributes: Mapping[str, object], *, strict: bool) -> _Counts:
     """(uncached input, output, cache read, 5m writes, 1h writes, web searches) a span reports.
 
     Raises `_Malformed` for a count that is not a non-negative integer, for a 5m/1h breakdown that
-    does not add up to the cache-write total, and (when `strict`) for input below the cached part.
+    does not add up to the cache-write total, and (when `strict`) for input below the cached part;
+    `_Implausible` for more than `MAX_TOKENS` tokens (or web searches).
     """
     read = _first_count(attributes, names.CACHE_READ) or 0
     five, hour = _cache_writes(attributes)
@@ -220,7 +274,11 @@ def _counts(attributes: Mapping[str, object], *, strict: bool) -> _Counts:
     if uncached is None:
         uncached = _uncached(_first_count(attributes, names.INPUT) or 0, read + five + hour, strict)
     output = _first_count(attributes, names.OUTPUT) or 0
-    return uncached, output, read, five, hour, _count(attributes, names.WEB_SEARCHES) or 0
+    searches = _count(attributes, names.WEB_SEARCHES) or 0
+    tokens = uncached + output + read + five + hour
+    if tokens > MAX_TOKENS or searches > MAX_TOKENS:
+        raise _Implausible(f"{tokens} tokens and {searches} web searches: more than one request can hold")
+    return uncached, output, read, five, hour, searches
 
 
 def _cache_writes(attributes: Mapping[str, object]) -> tuple[int, int]:

@@ -8,7 +8,7 @@ import signal
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +142,14 @@ def build(
     dispatcher = Dispatcher(targets, store, max_attempts=settings.alert_max_attempts)
     books = Books(budgets, ledger, store, clock, dispatcher.submit)
     prices = load_price_table(settings.prices_file)
-    daemon = Daemon(ledger, prices, books, default_request_type=settings.default_request_type)
+    daemon = Daemon(
+        ledger,
+        prices,
+        books,
+        default_request_type=settings.default_request_type,
+        max_span_age=timedelta(days=settings.max_span_age_days),
+        cost_mismatch_factor=settings.cost_mismatch_factor,
+    )
     books.evaluate()
     collector = WatcherCollector(daemon.spend, daemon.counters, books, dispatcher)
     ingestor = Ingestor(

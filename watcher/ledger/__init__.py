@@ -2,6 +2,7 @@
 
 from watcher.ledger._entry import (
     MAX_MICROS,
+    MAX_TOKENS,
     MAX_USD,
     NANOS_PER_USD,
     Entry,
@@ -19,6 +20,7 @@ from watcher.ledger._store import DIMENSIONS, AppendResult, BreakdownRow, Ledger
 __all__ = [
     "DIMENSIONS",
     "MAX_MICROS",
+    "MAX_TOKENS",
     "MAX_USD",
     "NANOS_PER_USD",
     "SCHEMA_VERSION",

@@ -15,6 +15,10 @@ NANOS_PER_USD = 10**9
 MAX_USD = 9_000_000_000
 """The largest amount one entry may carry: below int64 nano-dollars (9.2e9 USD), and no real call costs more."""
 
+MAX_TOKENS = 10**10
+"""The most tokens one entry may carry, all kinds together (and the most web searches): a thousand times
+a million-token context. Ingest rejects a span claiming more; it can only be a mistake or an attack."""
+
 MAX_MICROS = 253_402_300_799_999_999
 """The last instant an entry may carry, 9999-12-31T23:59:59.999999Z in microseconds: the end of `datetime`."""
 

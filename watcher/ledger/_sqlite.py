@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from fnmatch import fnmatchcase
+from itertools import islice
 from os import PathLike
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +23,8 @@ from watcher.ledger._entry import Entry, Scope
 from watcher.ledger._store import DIMENSIONS, AppendResult, BreakdownRow, from_nanos, plan_append, to_micros
 
 __all__ = ["SCHEMA_VERSION", "SqliteLedger"]
+
+log = logging.getLogger("watcher.ledger")
 
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # version 1
@@ -74,6 +80,9 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         f"""INSERT INTO hourly SELECT time_us - time_us % {3_600_000_000}, request_type, model, service, environment,
             COUNT(*), SUM(cost_nanos) FROM entries GROUP BY 1, 2, 3, 4, 5""",
     ),
+    (  # version 4: a rollup's cost is cost_high * 2**32 + cost_nanos, so no hour's sum can overflow int64
+        "ALTER TABLE hourly ADD COLUMN cost_high INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 """The schema version this code writes; older files are migrated forward when opened."""
@@ -84,9 +93,11 @@ _UPDATE = f"UPDATE entries SET {', '.join(f'{c} = ?' for c in _COLUMNS[1:])} WHE
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM entries"
 _HOUR_US = 3_600_000_000
 _ROLL_UP = (
-    "INSERT INTO hourly VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE"
-    " SET requests = requests + excluded.requests, cost_nanos = cost_nanos + excluded.cost_nanos"
+    "INSERT INTO hourly VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET requests = requests"
+    " + excluded.requests, cost_nanos = cost_nanos + excluded.cost_nanos, cost_high = cost_high + excluded.cost_high"
 )
+_LOW_BITS = 0xFFFFFFFF
+_SEEN_LIMIT = 10_000  # dimension values remembered as stored; beyond, INSERT OR IGNORE finds them again
 _KEY_CHUNK = 500  # bound parameters per lookup; under SQLite's oldest limit of 999
 _GLOB_CHARS = frozenset("*?[")
 
@@ -100,23 +111,28 @@ class SqliteLedger:
     `busy_timeout` seconds for it, then raise `sqlite3.OperationalError`.
     Durability: WAL journal with `synchronous=FULL`, so an append that returned survives a
     killed process and a power loss. Raises ConfigError at construction if the file cannot be
-    opened as a ledger. `read_only` opens an existing file for queries only (SQLite `mode=ro`):
-    it is neither created nor migrated, so its schema must be this code's; appends raise.
+    opened as a ledger, or fails SQLite's `quick_check` (run, and its time logged, at every open:
+    a corrupt page found at start beats a wrong sum or a failed append found later). `read_only`
+    opens an existing file for queries only (SQLite `mode=ro`): it is neither created nor migrated,
+    so its schema must be this code's; appends raise.
     """
 
     def __init__(
         self, path: str | PathLike[str] = ":memory:", *, busy_timeout: float = 5.0, read_only: bool = False
     ) -> None:
         self._lock = threading.Lock()
-        self._seen: set[tuple[str, str]] = set()  # dimension values known stored (a cache, bounded by cardinality)
+        self._seen: set[tuple[str, str]] = set()  # dimension values known stored: a cache of _SEEN_LIMIT at most
         connect, need = (_connect_read_only, "readable") if read_only else (_connect, "writable")
         try:
             self._conn: sqlite3.Connection | None = connect(path, busy_timeout)
-        except sqlite3.Error as exc:
+        except sqlite3.Error as exc:  # ConfigError (corrupt, too new) passes through as it is
             raise ConfigError(f"cannot open ledger {path}: {exc}; check it is a {need} watcher ledger") from exc
 
     def append(self, entries: Sequence[Entry]) -> AppendResult:
-        """See `Ledger.append`: one IMMEDIATE transaction, fsynced on commit before returning."""
+        """See `Ledger.append`: one IMMEDIATE transaction, fsynced on commit before returning.
+
+        The entries an upgrade replaces are read in the same transaction, so `replaced` is exact.
+        """
         if not entries:
             return AppendResult()
         with self._lock, _transaction(self._connection()) as conn:
@@ -129,7 +145,11 @@ class SqliteLedger:
             conn.executemany(_ROLL_UP, _hourly_deltas(written, replaced))
             unseen = _dimension_values(written) - self._seen  # pairs this connection has not written before
             conn.executemany("INSERT OR IGNORE INTO dimension_values VALUES (?, ?)", unseen)
-        self._seen |= unseen  # only once committed
+            if replaced:
+                by_key = {entry.key: entry for entry in replaced}
+                result = replace(result, replaced=tuple((by_key[entries[i].key], entries[i]) for i in upgrades))
+        if len(self._seen) < _SEEN_LIMIT:  # only once committed; a flood of new values grows it no further
+            self._seen |= set(islice(unseen, _SEEN_LIMIT - len(self._seen)))
         return result
 
     def spend(self, scope: Scope, since: datetime, until: datetime) -> Decimal:
@@ -155,24 +175,20 @@ class SqliteLedger:
             total = 0
             for table, column, low, high in parts:
                 if low < high:
-                    sql = f"SELECT COALESCE(SUM(cost_nanos), 0) FROM {table} WHERE {column} >= ? AND {column} < ?"
-                    total += conn.execute(sql + condition, [low, high, *values]).fetchone()[0]
+                    sql = f"SELECT {_COST_SUM[table]} FROM {table} WHERE {column} >= ? AND {column} < ?"
+                    total += _exact(conn.execute(sql + condition, [low, high, *values]).fetchone())
         return from_nanos(total)
 
     def breakdown(self, since: datetime, until: datetime, by: str) -> list[BreakdownRow]:
-        """See `Ledger.breakdown`; ties in cost are ordered by key."""
+        """See `Ledger.breakdown`; ties in cost are ordered by key. Sums are exact whatever the entries hold."""
         _check_dimension(by)
-        sql = (
-            f"SELECT {by}, COUNT(*), SUM(cost_nanos), SUM(input_tokens), SUM(output_tokens),"
-            " SUM(cache_read_tokens), SUM(cache_write_5m_tokens + cache_write_1h_tokens),"
-            " SUM(CASE WHEN estimated THEN cost_nanos ELSE 0 END),"
-            " SUM(cache_read_savings_nanos), SUM(cache_write_premium_nanos), SUM(batch_savings_nanos)"
-            f" FROM entries WHERE time_us >= ? AND time_us < ? GROUP BY {by} ORDER BY 3 DESC, 1"
-        )
+        sql = f"SELECT {by}, COUNT(*), {_BREAKDOWN_SUMS} FROM entries WHERE time_us >= ? AND time_us < ? GROUP BY {by}"
         window = (to_micros(since), to_micros(until))
         with self._lock:
             rows = self._connection().execute(sql, window).fetchall()
-        return [_breakdown_row(row) for row in rows]
+        totals = [(key, requests, _exact_pairs(sums)) for key, requests, *sums in rows]
+        totals.sort(key=lambda row: (-row[2][0], row[0]))
+        return [_breakdown_row(*row) for row in totals]
 
     def top(self, scope: Scope, since: datetime, until: datetime, by: str, limit: int = 3) -> list[tuple[str, Decimal]]:
         """See `Ledger.top`; ties in cost are ordered by value. A `limit` below 1 gives []."""
@@ -184,11 +200,12 @@ class SqliteLedger:
             if where is None or limit < 1:
                 return []
             sql = (
-                f"SELECT {by}, SUM(cost_nanos) FROM entries WHERE time_us >= ? AND time_us < ?{where[0]}"
-                f" GROUP BY {by} ORDER BY 2 DESC, 1 LIMIT ?"
+                f"SELECT {by}, {_wide_sum('cost_nanos')} FROM entries"
+                f" WHERE time_us >= ? AND time_us < ?{where[0]} GROUP BY {by}"
             )
-            rows = conn.execute(sql, [*window, *where[1], limit]).fetchall()
-        return [(value, from_nanos(nanos)) for value, nanos in rows]
+            rows = conn.execute(sql, [*window, *where[1]]).fetchall()
+        costs = sorted(((value, _exact(sums)) for value, *sums in rows), key=lambda pair: (-pair[1], pair[0]))
+        return [(value, from_nanos(nanos)) for value, nanos in costs[:limit]]
 
     def get(self, key: str) -> Entry | None:
         """The entry stored under `key`, costs at the ledger's 1e-9 USD resolution; None if absent."""
@@ -228,11 +245,12 @@ class SqliteLedger:
 
 
 def _connect(path: str | PathLike[str], busy_timeout: float) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit), WAL, fsync on commit, migrated."""
+    """A connection in autocommit mode (transactions are explicit), WAL, fsync on commit, checked, migrated."""
     conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
     try:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
+        _check_integrity(conn, path)
         _migrate(conn)
     except BaseException:
         conn.close()
@@ -257,6 +275,23 @@ def _connect_read_only(path: str | PathLike[str], busy_timeout: float) -> sqlite
         conn.close()
         raise
     return conn
+
+
+def _check_integrity(conn: sqlite3.Connection, path: str | PathLike[str]) -> None:
+    """Runs `PRAGMA quick_check` (every page and b-tree, in about a second per few million entries) and logs
+    its time; ConfigError naming the file and the first problems if it finds any."""
+    started = time.perf_counter()
+    try:
+        problems = [" ".join(str(row[0]).split()) for row in conn.execute("PRAGMA quick_check(5)")]
+    except sqlite3.DatabaseError as exc:  # a page too broken to walk
+        problems = [str(exc)]
+    elapsed = time.perf_counter() - started
+    if problems != ["ok"]:
+        raise ConfigError(
+            f"ledger {path} is corrupt (SQLite quick_check: {'; '.join(problems)}): restore it from a backup, or"
+            f" salvage it with `sqlite3 {path} .recover | sqlite3 recovered.db` and point watcher at the copy"
+        )
+    log.info("ledger %s passed its integrity check (quick_check) in %.3f s", path, elapsed)
 
 
 @contextmanager
@@ -308,7 +343,11 @@ def _stored_entries(conn: sqlite3.Connection, keys: list[str]) -> list[Entry]:
 
 
 def _hourly_deltas(added: Sequence[Entry], removed: Sequence[Entry]) -> list[tuple[int | str, ...]]:
-    """Rollup rows to add: per hour and dimensions, the requests and cost `added` brings and `removed` takes."""
+    """Rollup rows to add: per hour and dimensions, the requests and cost `added` brings and `removed` takes.
+
+    The cost goes in two parts, its low 32 bits (never negative) and the rest: `cost_nanos` then grows
+    by less than 2**32 an append, and no sum of billions of entries overflows a column.
+    """
     deltas: dict[tuple[int, str, str, str, str], list[int]] = {}
     for sign, entries in ((1, added), (-1, removed)):
         for e in entries:
@@ -318,7 +357,45 @@ def _hourly_deltas(added: Sequence[Entry], removed: Sequence[Entry]) -> list[tup
                 sums = deltas[bucket] = [0, 0]
             sums[0] += sign
             sums[1] += sign * e.cost_nanos
-    return [(*bucket, requests, cost) for bucket, (requests, cost) in deltas.items()]
+    return [(*bucket, requests, cost & _LOW_BITS, cost >> 32) for bucket, (requests, cost) in deltas.items()]
+
+
+def _wide_sum(expression: str) -> str:
+    """Two SQL aggregates, of the high and the low 32 bits of `expression`, that `_exact` joins into its sum.
+
+    SQLite's SUM raises on int64 overflow and TOTAL is a float; summed in two halves, the total of
+    up to 2**31 int64 values (per group) is exact.
+    """
+    return f"SUM(({expression}) >> 32), SUM(({expression}) & {_LOW_BITS})"
+
+
+def _exact(sums: Sequence[int | None]) -> int:
+    """The exact total from `_wide_sum`'s two aggregates, after any whole multiples of 2**32 before them."""
+    *highs, high, low = (value or 0 for value in sums)
+    return (sum(highs) << 32) + (high << 32) + low
+
+
+def _exact_pairs(sums: Sequence[int | None]) -> list[int]:
+    """`_exact` of each consecutive pair of aggregates (one `_wide_sum` each)."""
+    return [_exact(sums[i : i + 2]) for i in range(0, len(sums), 2)]
+
+
+_COST_SUM = {"entries": _wide_sum("cost_nanos"), "hourly": f"SUM(cost_high), {_wide_sum('cost_nanos')}"}
+_BREAKDOWN_SUMS = ", ".join(
+    _wide_sum(expression)
+    for expression in (
+        "cost_nanos",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_write_5m_tokens",
+        "cache_write_1h_tokens",
+        "CASE WHEN estimated THEN cost_nanos ELSE 0 END",
+        "cache_read_savings_nanos",
+        "cache_write_premium_nanos",
+        "batch_savings_nanos",
+    )
+)
 
 
 def _scope_filter(conn: sqlite3.Connection, scope: Scope) -> tuple[str, list[str]] | None:
@@ -340,11 +417,11 @@ def _scope_filter(conn: sqlite3.Connection, scope: Scope) -> tuple[str, list[str
     return sql, params
 
 
-def _breakdown_row(row: Sequence[Any]) -> BreakdownRow:
-    """A row of the breakdown query: key, requests, cost, four token sums, then four nano-dollar sums."""
-    key, requests, cost, inputs, outputs, reads, writes, estimated, read_saved, premium, batch_saved = row
+def _breakdown_row(key: str, requests: int, sums: Sequence[int]) -> BreakdownRow:
+    """A breakdown row from its exact sums, in `_BREAKDOWN_SUMS` order (the two cache-write sums apart)."""
+    cost, inputs, outputs, reads, five, hour, estimated, read_saved, premium, batch_saved = sums
     return BreakdownRow(
-        *(key, requests, from_nanos(cost), inputs, outputs, reads, writes, from_nanos(estimated)),
+        *(key, requests, from_nanos(cost), inputs, outputs, reads, five + hour, from_nanos(estimated)),
         *(from_nanos(read_saved), from_nanos(premium), from_nanos(batch_saved)),
     )
 

@@ -34,14 +34,17 @@ class AppendResult:
     `inserted` new keys, `duplicates` entries not stored because an entry of equal or higher
     rank was already there, `upgraded` entries that replaced a lower-rank one. The three add up
     to the number of entries given. `new_entries` are the entries stored under keys that were
-    not stored before (one per key; upgrades excluded, their key was already counted), for
-    callers that keep running totals; it is left out of comparisons.
+    not stored before (one per key; upgrades excluded, their key was already counted), and
+    `replaced` pairs each upgraded key's entry stored before with the one that replaced it
+    (`(old, new)`), for callers that keep running totals: they add the new entries and the
+    difference new minus old. Both are left out of comparisons.
     """
 
     inserted: int = 0
     duplicates: int = 0
     upgraded: int = 0
     new_entries: tuple[Entry, ...] = field(default=(), compare=False, repr=False)
+    replaced: tuple[tuple[Entry, Entry], ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

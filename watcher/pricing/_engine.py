@@ -10,6 +10,7 @@ from decimal import Decimal
 from types import MappingProxyType
 
 from watcher.exceptions import PricingError
+from watcher.pricing._check import ClaimCheck, make_claim_checker
 from watcher.pricing._names import candidates
 from watcher.pricing._rates import BATCH, FAST, GEO, LONG, ModelPrices, Rates, Vector
 from watcher.pricing._usage import Cost, TokenUsage
@@ -97,6 +98,54 @@ class PriceTable:
             cache_write_premium_usd=five * (v_5m - v_in) + hour * (v_1h - v_in) if five or hour else _ZERO,
             batch_savings_usd=_batch_savings(usage, vector, rates.vectors[bits & ~BATCH]) if bits & BATCH else _ZERO,
         )
+
+    def cost_bounds(self, model: str, usage: TokenUsage, *, at: datetime) -> tuple[Decimal, Decimal] | None:
+        """The least and the most ``usage`` of ``model`` can cost at ``at``, whichever of the optional modifiers
+        (US-only inference, fast mode) applied; None for a model the table does not know.
+
+        Batch and long-context pricing follow ``usage`` as in ``cost``; ``usage``'s geo and speed are
+        ignored. For checking a cost priced elsewhere from a record that does not say which modifiers
+        applied; an unknown model would be an estimate, nothing to check against. Cheaper than two
+        ``cost`` calls: no ``Cost`` is built. Raises ``PricingError`` for a naive ``at``.
+        """
+        if at.utcoffset() is None:
+            raise PricingError(f"`at` must be timezone-aware, got naive {at.isoformat()}; pass tzinfo=UTC")
+        match = self._matches.get(model) or self._match(model)
+        if match.estimated:
+            return None
+        prices = match.prices
+        rates = prices.periods[0] if not prices.starts else prices.at(at)
+        bits = BATCH if usage.is_batch else 0
+        if rates.long_context is not None and usage.prompt_tokens > rates.long_context.above:
+            bits |= LONG
+        most = bits | (GEO if rates.us_geo else 0) | (FAST if rates.fast is not None else 0)
+        counts = (
+            usage.input_tokens,
+            usage.cache_write_5m_tokens,
+            usage.cache_write_1h_tokens,
+            usage.cache_read_tokens,
+            usage.output_tokens,
+        )
+        tools = usage.web_search_requests * self._search if usage.web_search_requests else _ZERO
+        least, highest = (
+            sum((n * rate for n, rate in zip(counts, rates.vectors[b], strict=True) if n), tools) for b in (bits, most)
+        )
+        return least, highest
+
+    def claim_checker(self, factor: Decimal) -> ClaimCheck:
+        """A function telling whether a cost claimed for some usage is within `factor` of this table's price.
+
+        For checking many costs priced elsewhere (the daemon checks every cost span): the claim is off
+        when below `cost_bounds`' least divided by `factor`, or above its most times `factor`, and
+        models the table does not know are not checked. Each model's rates are turned into floats once,
+        so a claim that clearly agrees costs about a microsecond; the rest are decided exactly.
+        """
+
+        def match(model: str) -> tuple[ModelPrices, bool]:
+            found = self._matches.get(model) or self._match(model)
+            return found.prices, found.estimated
+
+        return make_claim_checker(match, self._search, lambda m, u, at: self.cost_bounds(m, u, at=at), factor)
 
     def _match(self, model: str) -> _Match:
         """Resolve ``model`` once and cache the result (bounded, so junk names cannot grow it)."""
