@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import anthropic
 import pytest
@@ -53,3 +54,14 @@ def client(capture: SpanCapture, fake_api: FakeAnthropic) -> Iterator[anthropic.
 @pytest.fixture
 def async_client(capture: SpanCapture, fake_api: FakeAnthropic) -> anthropic.AsyncAnthropic:
     return anthropic.AsyncAnthropic(base_url=fake_api.base_url, api_key="test-key", max_retries=2)
+
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory and state directory of the test's own, and no WATCHER_* naming a file or daemon:
+    for tests of what the CLI and the settings read when nothing is set."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("WATCHER_CONFIG", "WATCHER_ENDPOINT", "WATCHER_TOKEN", "WATCHER_STATE_DIR", "WATCHER_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "home-state"))
+    return tmp_path

@@ -16,15 +16,7 @@ from watcher.cli import main
 from watcher.daemon import build
 from watcher.exceptions import ConfigError
 
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A working directory and state directory of the test's own, and no WATCHER_* naming a file or daemon."""
-    monkeypatch.chdir(tmp_path)
-    for name in ("WATCHER_CONFIG", "WATCHER_ENDPOINT", "WATCHER_TOKEN", "WATCHER_STATE_DIR", "WATCHER_DATABASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 @pytest.fixture

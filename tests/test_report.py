@@ -21,20 +21,12 @@ from watcher.exceptions import ConfigError
 from watcher.ledger import SCHEMA_VERSION, SqliteLedger, open_ledger
 from watcher.testing import FakeAnthropic, FakeReply
 
+pytestmark = pytest.mark.usefixtures("isolated")
+
 TOKEN = "s3cret"
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 SPENT_AT = datetime(2026, 11, 25, 11, 0, tzinfo=UTC)
 USAGE = {"input_tokens": 1000, "output_tokens": 100}  # claude-haiku-4-5: $0.0015 a call
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A working directory and state directory of the test's own, and no WATCHER_* naming a file or daemon."""
-    monkeypatch.chdir(tmp_path)
-    for name in ("WATCHER_CONFIG", "WATCHER_ENDPOINT", "WATCHER_TOKEN", "WATCHER_STATE_DIR", "WATCHER_DATABASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "home-state"))
-    return tmp_path
 
 
 @pytest.fixture
