@@ -172,12 +172,18 @@ def test_both_ports_share_the_turns_and_a_busy_daemon_says_when_to_retry(make: M
     """While the one turn is held by an export still arriving, HTTP gets 503 with Retry-After, gRPC UNAVAILABLE with
     RetryInfo; once it is free both store again."""
     daemon = make(max_concurrent_exports=1, busy_wait_s=0)
-    host, port = daemon.server.server_address[:2]
-    holder = socket.create_connection((str(host), port), timeout=30)
+    holder = _start_holding(daemon)
+
+    def busy_answer() -> str | None:
+        nonlocal holder
+        if select.select([holder], [], [], 0)[0]:  # the holder was answered: a poll took the turn first
+            holder.close()
+            holder = _start_holding(daemon)
+            return None
+        return _post_with_headers(daemon)[1].get("retry-after")
+
     try:
-        holder.sendall(b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\n")
-        holder.sendall(b"content-length: %d\r\n\r\n" % len(BODY) + BODY[:10])
-        busy = wait_for(lambda: _post_with_headers(daemon)[1].get("retry-after"), "a busy answer")
+        busy = wait_for(busy_answer, "a busy answer")
         assert int(busy) >= 1
         error = _grpc_error(daemon)
         assert error.code() == grpc.StatusCode.UNAVAILABLE
@@ -188,6 +194,15 @@ def test_both_ports_share_the_turns_and_a_busy_daemon_says_when_to_retry(make: M
         holder.close()
     assert _grpc(daemon) == b""
     assert _post(daemon)[0] == 200
+
+
+def _start_holding(daemon: Running) -> socket.socket:
+    """A connection that starts an export and sends only part of its body: it holds a turn, if it got one."""
+    host, port = daemon.server.server_address[:2]
+    holder = socket.create_connection((str(host), port), timeout=30)
+    holder.sendall(b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\n")
+    holder.sendall(b"content-length: %d\r\n\r\n" % len(BODY) + BODY[:10])
+    return holder
 
 
 def _post_with_headers(daemon: Running) -> tuple[int, dict[str, str]]:
