@@ -236,10 +236,10 @@ class WatcherCollector(Collector):
             labels=["target", "state"],
         )
         delivered, failed = self._dispatcher.counts()
-        for target in self._dispatcher.targets:
+        for target in self._dispatcher.targets:  # every series from the start, at 0: rules see it before it moves
             sent.add_metric([target], delivered.get(target, 0))
-        for (target, state), count in sorted(failed.items()):
-            failures.add_metric([target, state], count)
+            for state in ("pending", "failed"):
+                failures.add_metric([target, state], failed.get((target, state), 0))
         yield from (sent, failures)
 
     def _ingest_metrics(self) -> Iterator[Metric]:
