@@ -104,6 +104,9 @@ def test_bad_toml_syntax_is_refused_at_its_line_and_column(tmp_path: Path) -> No
     config.write_text('listen = "127.0.0.1:1"\nendpoint = http://x\n')
     with pytest.raises(ConfigError, match=rf"^{config}:2: invalid TOML at column 12: Invalid value; fix the syntax"):
         Settings.from_file(config)
+    config.write_text('listen = "127.0.0.1:1"\nx = [\n')  # cut off: tomllib names no column
+    with pytest.raises(ConfigError, match=rf"^{config}:2: invalid TOML at the end of the file: Invalid value; fix"):
+        Settings.from_file(config)
 
 
 def test_a_config_mistake_stops_any_command_with_one_line_and_exit_2(

@@ -26,9 +26,10 @@ def parse(text: str, source: str, *, parse_float: Callable[[str], Any] = float) 
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         found = _TOML_WHERE.search(message)
-        line, column = (found.group(1), found.group(2)) if found else (str(len(text.splitlines()) or 1), "end")
+        line = found.group(1) if found else str(len(text.splitlines()) or 1)
+        column = f"column {found.group(2)}" if found else "the end of the file"
         reason = _TOML_WHERE.sub("", message).replace(" (at end of document)", "")
-        where = f"{source}:{line}: invalid TOML at column {column}"
+        where = f"{source}:{line}: invalid TOML at {column}"
         raise ConfigError(f"{where}: {reason}; fix the syntax there") from None
 
 
