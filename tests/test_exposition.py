@@ -96,3 +96,9 @@ def test_the_daemons_process_metrics_are_exported_in_both_formats(daemon: Runnin
     families = list(openmetrics_families(body.decode()))
     assert sample_of(families, "process_resident_memory_bytes") > 0
     assert any(f.name == "python_info" for f in families)  # type: ignore[attr-defined]
+
+
+def test_the_answer_says_it_varies_with_accept_and_accept_encoding(daemon: Running) -> None:
+    """`Vary: Accept, Accept-Encoding` is sent, so a cache between scraper and daemon keeps the formats apart."""
+    headers, _ = scrape(daemon)
+    assert headers["vary"] == "Accept, Accept-Encoding"
