@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -15,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -271,6 +273,97 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             prometheus.stop()
     finally:
         daemon.stop()
+
+
+class Relay:
+    """A loopback relay in front of the daemon, so a Prometheus that cannot choose its format can be made to.
+
+    Prometheus before 2.49 has no `scrape_protocols` and always prefers OpenMetrics. The relay
+    replaces the scraper's `Accept` with `accept` (None passes it on as sent), relays the answer
+    as the daemon gave it (body, gzip, Content-Type), and records every Content-Type it relayed.
+    """
+
+    def __init__(self, daemon_url: str, accept: str | None) -> None:
+        self.served: list[str] = []
+        relay = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                headers = {
+                    "accept": self.headers.get("accept", "") if accept is None else accept,
+                    "accept-encoding": self.headers.get("accept-encoding", ""),
+                }
+                request = urllib.request.Request(daemon_url + self.path, headers=headers)
+                with urllib.request.urlopen(request, timeout=10) as reply:
+                    body, answer = reply.read(), reply.headers
+                relay.served.append(answer["content-type"])
+                self.send_response(200)
+                for name in ("content-type", "content-encoding"):
+                    if answer[name]:
+                        self.send_header(name, answer[name])
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.target = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, name="relay", daemon=True).start()
+
+    def formats(self) -> set[str]:
+        """The media types (without parameters) of every answer relayed so far."""
+        return {content_type.split(";", 1)[0] for content_type in list(self.served)}
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class Scraped:
+    """A daemon, the relay in front of it, and the Prometheus scraping through the relay in `format`."""
+
+    format: str
+    daemon: DaemonProcess
+    relay: Relay
+    prometheus: Prometheus
+
+
+OPENMETRICS, TEXT = "application/openmetrics-text", "text/plain"
+
+
+@pytest.fixture(params=[OPENMETRICS, TEXT])
+def scraped(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Scraped]:
+    """A fresh daemon scraped by Prometheus in one format: OpenMetrics as Prometheus asks for it, or the text
+    format 0.0.4 (the relay sets `Accept` to it, as `scrape_protocols: [PrometheusText0.0.4]` would)."""
+    daemon = DaemonProcess().start()
+    relay = Relay(daemon.url, None if request.param == OPENMETRICS else "text/plain;version=0.0.4")
+    try:
+        prometheus = Prometheus.start(relay.target, tmp_path)
+        try:
+            yield Scraped(request.param, daemon, relay, prometheus)
+        finally:
+            prometheus.stop()
+    finally:
+        relay.stop()
+        daemon.stop()
+
+
+def test_prometheus_ingests_a_counter_and_process_metrics_in_either_format(scraped: Scraped) -> None:
+    """Served OpenMetrics or the text format, Prometheus ingests watcher's counters and the daemon's process_*
+    metrics, and the text format brings no `_created` series."""
+    p = scraped.prometheus
+    wait_for(lambda: p.value('up{job="watcher"}') == 1, "the daemon's target to be up")
+    send_malformed_span(scraped.daemon, "b7ad6b7169203331")
+    rejected = 'watcher_spans_rejected_total{reason="malformed"}'
+    wait_for(lambda: p.value(rejected) == 1, "a scrape showing the rejected span")
+    assert (p.value('process_resident_memory_bytes{job="watcher"}') or 0) > 0
+    assert (p.value('process_start_time_seconds{job="watcher"}') or 0) > 0
+    assert scraped.relay.formats() == {scraped.format}
+    if scraped.format == TEXT:
+        assert not p.query('{__name__=~".+_created"}')
 
 
 def substitute(expr: str, values: dict[str, str]) -> str:

@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from ._auth import bearer_ok
 from ._body import BodyError, body_length, read_body
 from ._core import Daemon
+from ._exposition import Scrape
 from ._ingest import Ingestor, Verdict, export_response
 
 __all__ = ["DaemonServer"]
@@ -55,7 +56,7 @@ class DaemonServer(ThreadingHTTPServer):
         *,
         clock: Callable[[], datetime],
         token: str | None = None,
-        metrics: Callable[[], bytes] | None = None,
+        metrics: Callable[[str, str], Scrape] | None = None,
         backlog: int = 1024,
     ) -> None:
         self.core, self.ingestor, self.clock, self.token = daemon, ingestor, clock, token
@@ -90,7 +91,8 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError as error:
                 self._json(400, {"error": str(error)})
         elif path == "/metrics" and self.server.metrics is not None:
-            self._send(200, self.server.metrics(), "text/plain; version=0.0.4; charset=utf-8")
+            scrape = self.server.metrics(self.headers.get("accept", ""), self.headers.get("accept-encoding", ""))
+            self._send(200, scrape.payload, scrape.content_type, scrape.headers)
         else:
             self._json(404, {"error": f"no route GET {path}"})
 

@@ -7,7 +7,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, SupportsFloat
 
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
     from ._alerts import Dispatcher
     from ._books import Books
 
-__all__ = ["Counters", "SpendCounters", "WatcherCollector", "render"]
+__all__ = ["Counters", "SpendCounters", "WatcherCollector"]
 
 OTHER = "other"
 _TOKEN_TYPES = ("input", "output", "cache_read", "cache_write")
@@ -177,10 +176,17 @@ def _accumulate(sums: list[int], e: Entry, sign: int) -> None:
 
 
 class WatcherCollector(Collector):
-    """Builds every metric family at scrape time from the daemon's live state."""
+    """Builds every metric family at scrape time from the daemon's live state.
 
-    def __init__(self, spend: SpendCounters, counters: Counters, books: Books, dispatcher: Dispatcher) -> None:
+    Every counter counts from the daemon's start, so each series carries `started` (Unix seconds)
+    as its created timestamp (exposed in OpenMetrics as a `_created` sample).
+    """
+
+    def __init__(
+        self, spend: SpendCounters, counters: Counters, books: Books, dispatcher: Dispatcher, *, started: float
+    ) -> None:
         self._spend, self._counters, self._books, self._dispatcher = spend, counters, books, dispatcher
+        self._started = started
 
     def collect(self) -> Iterator[Metric]:
         yield from self._spend_metrics()
@@ -195,15 +201,15 @@ class WatcherCollector(Collector):
         for labels, sums in self._spend.snapshot():
             values = list(labels)
             for family, (index, _, _) in zip(usd, _USD_FAMILIES, strict=True):
-                family.add_metric(values, sums[index] / NANOS_PER_USD)
-            requests.add_metric(values, sums[6])
+                family.add_metric(values, sums[index] / NANOS_PER_USD, created=self._started)
+            requests.add_metric(values, sums[6], created=self._started)
             for kind, count in zip(_TOKEN_TYPES, sums[7:], strict=True):
-                tokens.add_metric([*values, kind], count)
+                tokens.add_metric([*values, kind], count, created=self._started)
         yield from (*usd, requests, tokens)
         doc = "Stored spans whose claimed cost is more than WATCHER_COST_MISMATCH_FACTOR off their tokens' price."
         mismatch = CounterMetricFamily("watcher_cost_mismatch", doc, labels=["service"])
         for service, count in self._spend.mismatch_snapshot():
-            mismatch.add_metric([service], count)
+            mismatch.add_metric([service], count, created=self._started)
         yield mismatch
 
     def _budget_metrics(self) -> Iterator[Metric]:
@@ -237,9 +243,9 @@ class WatcherCollector(Collector):
         )
         delivered, failed = self._dispatcher.counts()
         for target in self._dispatcher.targets:  # every series from the start, at 0: rules see it before it moves
-            sent.add_metric([target], delivered.get(target, 0))
+            sent.add_metric([target], delivered.get(target, 0), created=self._started)
             for state in ("pending", "failed"):
-                failures.add_metric([target, state], failed.get((target, state), 0))
+                failures.add_metric([target, state], failed.get((target, state), 0), created=self._started)
         yield from (sent, failures)
 
     def _ingest_metrics(self) -> Iterator[Metric]:
@@ -261,16 +267,9 @@ class WatcherCollector(Collector):
             )
             rejected = [(reason, c.rejected_by.get(reason, 0)) for reason in REJECTIONS]
         for name, doc, value in values:
-            yield CounterMetricFamily(name, doc, value=value)
+            yield CounterMetricFamily(name, doc, value=value, created=self._started)
         doc = "Spans rejected (reported to the exporter as partial success), by reason."
         family = CounterMetricFamily("watcher_spans_rejected", doc, labels=["reason"])
         for reason, count in rejected:
-            family.add_metric([reason], count)
+            family.add_metric([reason], count, created=self._started)
         yield family
-
-
-def render(collector: WatcherCollector) -> bytes:
-    """The Prometheus text exposition of `collector`."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
-    return generate_latest(registry)

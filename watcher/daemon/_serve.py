@@ -21,10 +21,11 @@ from watcher.settings import Settings
 from ._alerts import Dispatcher, LogNotifier, Notifier, apprise_targets
 from ._books import Books
 from ._core import Daemon
+from ._exposition import Exposition, metrics_registry
 from ._grpc import start_grpc
 from ._http import DaemonServer
 from ._ingest import Ingestor
-from ._metrics import WatcherCollector, render
+from ._metrics import WatcherCollector
 from ._state import StateStore
 
 __all__ = ["Running", "build", "parse_listen", "serve"]
@@ -151,14 +152,15 @@ def build(
         cost_mismatch_factor=settings.cost_mismatch_factor,
     )
     books.evaluate()
-    collector = WatcherCollector(daemon.spend, daemon.counters, books, dispatcher)
+    collector = WatcherCollector(daemon.spend, daemon.counters, books, dispatcher, started=clock().timestamp())
     ingestor = Ingestor(
         daemon,
         max_request_bytes=settings.max_request_bytes,
         max_concurrent=settings.max_concurrent_exports,
         busy_wait_s=settings.busy_wait_s,
     )
-    server = DaemonServer((host, port), daemon, ingestor, clock=clock, token=token, metrics=lambda: render(collector))
+    metrics = Exposition(metrics_registry(collector))
+    server = DaemonServer((host, port), daemon, ingestor, clock=clock, token=token, metrics=metrics)
     grpc_address = parse_listen(settings.grpc_listen) if settings.grpc_listen else None
     if grpc_address and not _is_loopback(grpc_address[0]) and not token:
         raise ConfigError(f"refusing OTLP/gRPC on {grpc_address[0]} without a token: set WATCHER_TOKEN")
