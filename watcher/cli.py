@@ -79,6 +79,15 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(settings, type(settings).config_file())
 
 
+def _config_show(args: argparse.Namespace) -> int:
+    from ._config_show import render_json, render_text, shown
+
+    settings = _settings(args.config)
+    render = render_json if args.json else render_text
+    print(render(shown(settings), type(settings).config_file()))
+    return 0
+
+
 class _Stop(Exception):
     """Ends a command: its message goes to stderr as one line, and `main` returns `code`."""
 
@@ -295,6 +304,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="HOST:PORT (default WATCHER_LISTEN or 127.0.0.1:4318)")
     serve.add_argument("--config", metavar="FILE", help=_CONFIG_HELP)
     serve.set_defaults(run=_serve)
+    config = commands.add_parser("config", help="the settings in effect").add_subparsers(dest="action", required=True)
+    show = config.add_parser("show", help="each setting's value and where it came from, secrets masked")
+    show.add_argument("--config", metavar="FILE", help=_CONFIG_HELP)
+    show.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+    show.set_defaults(run=_config_show)
     status = commands.add_parser("status", help="each budget's spend, limit, percent, state and reset time")
     status.set_defaults(run=_status)
     report = commands.add_parser("report", help="cost breakdown from the daemon's ledger (or a ledger file)")
