@@ -129,3 +129,13 @@ def test_an_invalid_setting_value_is_one_line_and_exit_2(
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("invalid setting endpoint = '127.0.0.1:4318': Value error, must start with http://")
     assert line.endswith("fix WATCHER_ENDPOINT or endpoint in the config file")
+
+
+def test_a_variable_that_cannot_be_parsed_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A WATCHER_* value that is not the JSON it must be (WATCHER_ALERTS) is one line and exit 2, no traceback."""
+    monkeypatch.setenv("WATCHER_ALERTS", "urls=slack://x")
+    assert main(["status"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith('invalid settings: error parsing value for field "alerts"')

@@ -50,14 +50,18 @@ def _price(args: argparse.Namespace) -> int:
 def _settings(config: str | None = None, **values: Any) -> Settings:
     """The settings, read from `config` when it is given; ConfigError, in one line, for a value that is invalid.
 
-    A missing `config` file, an unknown key or bad TOML raise ConfigError from the settings themselves.
+    A missing `config` file, an unknown key or bad TOML raise ConfigError from the settings themselves;
+    a value a source cannot parse (JSON in WATCHER_ALERTS) becomes ConfigError here.
     """
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from .settings import Settings
 
     try:
         return Settings.from_file(Path(config), **values) if config else Settings(**values)
+    except SettingsError as error:
+        raise ConfigError(f"invalid settings: {error}; fix that WATCHER_* variable, .env line or config key") from None
     except ValidationError as error:
         first = error.errors()[0]
         name = ".".join(map(str, first["loc"]))
@@ -73,6 +77,15 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _settings(args.config, **({"listen": args.listen} if args.listen else {}))
     return serve(settings, type(settings).config_file())
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    from ._config_show import render_json, render_text, shown
+
+    settings = _settings(args.config)
+    render = render_json if args.json else render_text
+    print(render(shown(settings), type(settings).config_file()))
+    return 0
 
 
 class _Stop(Exception):
@@ -278,6 +291,9 @@ def _traffic(args: argparse.Namespace) -> int:
     return 0
 
 
+_CONFIG_HELP = "TOML file of settings and [[budgets]] (default WATCHER_CONFIG, else ./watcher.toml if present)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="watcher", description="Spend observability for the Claude API.")
     parser.add_argument("--version", action="version", version=f"watcher {__version__}")
@@ -286,11 +302,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
     serve = commands.add_parser("serve", help="run the daemon: OTLP ingest, ledger, budgets, kill switches")
     serve.add_argument("--listen", help="HOST:PORT (default WATCHER_LISTEN or 127.0.0.1:4318)")
-    serve.add_argument(
-        "--config",
-        help="TOML file of settings and [[budgets]] (default WATCHER_CONFIG, else ./watcher.toml if present)",
-    )
+    serve.add_argument("--config", metavar="FILE", help=_CONFIG_HELP)
     serve.set_defaults(run=_serve)
+    config = commands.add_parser("config", help="the settings in effect").add_subparsers(dest="action", required=True)
+    show = config.add_parser("show", help="each setting's value and where it came from, secrets masked")
+    show.add_argument("--config", metavar="FILE", help=_CONFIG_HELP)
+    show.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+    show.set_defaults(run=_config_show)
     status = commands.add_parser("status", help="each budget's spend, limit, percent, state and reset time")
     status.set_defaults(run=_status)
     report = commands.add_parser("report", help="cost breakdown from the daemon's ledger (or a ledger file)")

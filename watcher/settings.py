@@ -31,8 +31,14 @@ _OTHER_KEYS = ("budgets",)
 
 
 def _default_state_dir() -> Path:
+    """`$XDG_STATE_HOME/watcher`, else `~/.local/state/watcher`."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "watcher"
+
+
+def _default_spool_dir() -> Path:
+    """`$XDG_STATE_HOME/watcher/spool`, else `~/.local/state/watcher/spool`."""
+    return _default_state_dir() / "spool"
 
 
 def _empty_is_none(value: object) -> object:
@@ -40,13 +46,20 @@ def _empty_is_none(value: object) -> object:
     return None if value == "" else value
 
 
+_CARRIES_TOKENS: dict[str, Any] = {"writeOnly": True}
+"""Marks a field of URLs that carry tokens or passwords (apprise URLs): shown redacted, `scheme://***`."""
+
+
 class AlertsConfig(BaseModel):
     """The `[alerts]` table of the config file; an unknown key is refused (e.g. `url` for `urls`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    urls: list[str] = Field(default_factory=list)
+    urls: list[str] = Field(default_factory=list, json_schema_extra=_CARRIES_TOKENS)
+    """Apprise URLs for alerts (docs/alerts.md), with WATCHER_ALERT_URLS added to them."""
+
     apprise_config: Path | None = None
+    """An apprise config file: tags, many targets (an example: alerts/apprise.yml)."""
 
 
 class Settings(BaseSettings):
@@ -58,6 +71,9 @@ class Settings(BaseSettings):
     named on purpose must exist). The file's top-level keys are these fields plus the daemon's
     `[[budgets]]`; any other key, or a key of `[alerts]` that it does not have, is refused with
     its line, since a misspelt setting silently left at its default is a promise broken.
+
+    Each field's docstring is its description (`use_attribute_docstrings`), in the JSON schema
+    and in docs/configuration.md, generated from this model by `python -m watcher._config_doc`.
     """
 
     model_config = SettingsConfigDict(
@@ -65,99 +81,100 @@ class Settings(BaseSettings):
         env_file=".env",
         extra="ignore",
         frozen=True,
+        use_attribute_docstrings=True,
     )
+
+    # --- the application hook (`import watcher.auto`) ----------------------------------------------
 
     endpoint: str = "http://127.0.0.1:4318"
-    """WATCHER_ENDPOINT: base URL of the watcher daemon's OTLP/HTTP receiver; spans go to `{endpoint}/v1/traces`.
-    Ignored when the application has its own OpenTelemetry pipeline."""
+    """Base URL of the watcher daemon: spans go to `{endpoint}/v1/traces`, kill switches come from
+    `{endpoint}/v1/killswitch`. Spans ignore it when the application has its own OpenTelemetry pipeline."""
 
     default_request_type: Annotated[str, Field(min_length=1, max_length=128)] = "unlabeled"
-    """WATCHER_DEFAULT_REQUEST_TYPE: the request type of a call made outside any `watcher.request_type(...)`."""
+    """The request type of a call made outside any `watcher.request_type(...)`."""
 
     capture_content: bool = False
-    """WATCHER_CAPTURE_CONTENT: put prompts and responses on spans. Off by default: spend data needs no content."""
+    """Put prompts and responses on spans. Off by default: spend data needs no content."""
 
     prices_file: Path | None = None
-    """WATCHER_PRICES_FILE: a TOML file of model prices that adds to or overrides the shipped price table."""
+    """A TOML file of model prices that adds to or overrides the shipped price table (docs/pricing.md)."""
 
     export_delay_ms: Annotated[int, Field(ge=1, le=1000)] = 500
-    """WATCHER_EXPORT_DELAY_MS: longest time a finished span waits before it is exported (1-1000 ms)."""
+    """Longest time, in milliseconds, a finished span waits before it is exported."""
 
     killswitch_poll_s: Annotated[float, Field(ge=0, le=60)] = 1.0
-    """WATCHER_KILLSWITCH_POLL_S: how often the hook asks the daemon which kill switches are engaged; 0 turns
-    enforcement off."""
+    """How often, in seconds, the hook asks the daemon which kill switches are engaged, off the call path;
+    0 turns enforcement off."""
 
     fail_mode: Literal["open", "closed"] = "open"
-    """WATCHER_FAIL_MODE: when the daemon cannot be reached, `open` lets calls through (logged once), `closed`
-    refuses them with BudgetExceeded until it answers again."""
+    """When the daemon cannot be reached, or refuses WATCHER_TOKEN (logged at ERROR): `open` lets calls
+    through (logged once), `closed` refuses them with BudgetExceeded until it answers again."""
 
     token: SecretStr | None = None
-    """WATCHER_TOKEN: bearer token for the daemon, required by a daemon listening beyond loopback. Sent by the
-    hook with its spans and kill-switch polls."""
+    """Bearer token for the daemon, required by a daemon listening beyond loopback. Sent by the
+    hook with its spans and kill-switch polls, and by `watcher status`, `report` and `killswitch`."""
 
     enabled: bool = True
-    """WATCHER_ENABLED: `false` makes `import watcher.auto` do nothing, for switching watcher off without a deploy."""
+    """`false` makes `import watcher.auto` do nothing, for switching watcher off without a deploy."""
 
-    spool_dir: Annotated[Path | None, BeforeValidator(_empty_is_none)] = Field(
-        default_factory=lambda: _default_state_dir() / "spool"
-    )
-    """WATCHER_SPOOL_DIR: where the hook keeps the spans the daemon could not take, one subdirectory per endpoint,
-    until it (or the next process on the same directory) re-sends them (default `$XDG_STATE_HOME/watcher/spool`,
-    else `~/.local/state/watcher/spool`); empty turns the spool off. Unused when the application has its own
-    OpenTelemetry pipeline."""
+    spool_dir: Annotated[Path | None, BeforeValidator(_empty_is_none)] = Field(default_factory=_default_spool_dir)
+    """Where the hook keeps the spans the daemon could not take, one subdirectory per endpoint,
+    until it (or the next process on the same directory) re-sends them (docs/spans.md#daemon-outages-exit-and-fork);
+    empty turns the spool off. Unused when the application has its own OpenTelemetry pipeline."""
 
     spool_max_mb: Annotated[float, Field(gt=0)] = 64
-    """WATCHER_SPOOL_MAX_MB: the most the spool directory of one endpoint may hold; spans beyond it are dropped,
-    counted, logged and reported to the daemon."""
+    """The most the spool directory of one endpoint may hold, in MB; spans beyond it are dropped,
+    counted, logged and reported to the daemon (`X-Watcher-Dropped-Spans`)."""
 
     # --- the daemon (`watcher serve`) ---------------------------------------------------------------
 
     listen: str = "127.0.0.1:4318"
-    """WATCHER_LISTEN: HOST:PORT of the daemon's HTTP port (OTLP/HTTP, kill-switch API, metrics). Beyond
-    loopback it requires WATCHER_TOKEN."""
+    """HOST:PORT of the daemon's HTTP port: OTLP/HTTP, kill-switch API, metrics (`watcher serve --listen`).
+    Beyond loopback the daemon refuses to start without WATCHER_TOKEN, and then every route but `/healthz`
+    requires `Authorization: Bearer <token>`."""
 
     grpc_listen: str = "127.0.0.1:4317"
-    """WATCHER_GRPC_LISTEN: HOST:PORT of the daemon's OTLP/gRPC port (for Collectors that load-balance over gRPC);
-    empty to turn it off."""
+    """HOST:PORT of the daemon's OTLP/gRPC port (an OpenTelemetry Collector's load-balancing exporter speaks
+    only gRPC); empty turns it off. Same token rule as WATCHER_LISTEN."""
 
-    state_dir: Path = Field(default_factory=lambda: _default_state_dir())
-    """WATCHER_STATE_DIR: where the daemon keeps its ledger and state (default `$XDG_STATE_HOME/watcher`,
-    else `~/.local/state/watcher`)."""
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    """Where the daemon keeps its ledger (`ledger.db`) and its alert and kill-switch state (`state.db`)."""
 
     database_url: str | None = None
-    """WATCHER_DATABASE_URL: the ledger, e.g. `sqlite:///var/lib/watcher/ledger.db` (default: `ledger.db` in
-    the state directory)."""
+    """The ledger (docs/ledger.md), e.g. `sqlite:///var/lib/watcher/ledger.db`; none means `ledger.db`
+    in the state directory."""
 
-    alert_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    """WATCHER_ALERT_URLS: apprise URLs for alerts, comma-separated (`slack://...,mailto://...`); adds to the
-    config file's `[alerts] urls`. With none, alerts go to the daemon's log."""
+    alert_urls: Annotated[list[str], NoDecode] = Field(default_factory=list, json_schema_extra=_CARRIES_TOKENS)
+    """Apprise URLs for alerts, comma-separated (`slack://...,mailto://...`); adds to the
+    config file's `[alerts] urls` (docs/alerts.md). With none, alerts go to the daemon's log."""
 
     alert_max_attempts: Annotated[int, Field(ge=1, le=100)] = 16
-    """WATCHER_ALERT_MAX_ATTEMPTS: tries per alert and target before its delivery is given up as `failed`
-    (retries wait 1 s, 2 s, 4 s ... at most 5 minutes apart: the default 16 span about 40 minutes)."""
+    """Tries per alert and target before its delivery is given up as `failed`; retries wait 1 s, 2 s,
+    4 s ... at most 5 minutes apart, so the default 16 span about 40 minutes (docs/alerts.md)."""
 
-    alerts: AlertsConfig = Field(default_factory=lambda: AlertsConfig())
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     """The `[alerts]` table of the config file: `urls = [...]` and `apprise_config = "path"`."""
 
     max_request_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
-    """WATCHER_MAX_REQUEST_BYTES: the largest OTLP request body accepted, before and after decompression."""
+    """The largest OTLP request body accepted, in bytes, before and after decompression (413 beyond)."""
 
     max_concurrent_exports: Annotated[int, Field(ge=1, le=64)] = 4
-    """WATCHER_MAX_CONCURRENT_EXPORTS: how many OTLP exports (HTTP and gRPC together) the daemon reads, decodes
+    """How many OTLP exports (HTTP and gRPC together) the daemon reads, decodes
     and stores at once; its memory grows with this times WATCHER_MAX_REQUEST_BYTES."""
 
     busy_wait_s: Annotated[float, Field(ge=0, le=60)] = 5.0
-    """WATCHER_BUSY_WAIT_S: how long an export waits for its turn before it is answered 503 with Retry-After (gRPC:
-    UNAVAILABLE), so exporters back off; below their usual 10 s timeout, so they get the answer."""
+    """How long, in seconds, an export waits for its turn before it is answered 503 with `Retry-After`
+    (gRPC: `UNAVAILABLE`), so exporters back off; below their usual 10 s timeout, so they get the answer."""
 
     max_span_age_days: Annotated[int, Field(ge=1, le=3650)] = 30
-    """WATCHER_MAX_SPAN_AGE_DAYS: the daemon rejects a span that ended longer ago than this (or more than an hour
-    ahead of its clock); generous, so spans held back by an outage are still taken when they are re-sent."""
+    """The daemon rejects a span that ended longer ago than this many days (or more than an hour ahead of
+    its clock), with reason `time_out_of_window` (docs/ingest.md); generous, so spans held back by an outage
+    are still taken when they are re-sent."""
 
     cost_mismatch_factor: Annotated[float, Field(ge=0)] = 2.0
-    """WATCHER_COST_MISMATCH_FACTOR: a watcher span whose claimed cost is more than this many times above, or below,
-    what its tokens cost by the daemon's price table is stored as claimed but counted (`watcher_cost_mismatch_total`)
-    and logged; must be above 1, or 0 to turn the check off."""
+    """A watcher span whose claimed cost is more than this many times above, or below, what its tokens cost
+    by the daemon's price table is stored as claimed but counted (`watcher_cost_mismatch_total`) and logged
+    (docs/ingest.md); must be above 1, or 0 to turn the check off."""
 
     @field_validator("cost_mismatch_factor")
     @classmethod
