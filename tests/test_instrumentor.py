@@ -1,18 +1,27 @@
-"""`AnthropicSpendInstrumentor` drives the hook like `watcher.instrument()`, through OpenTelemetry's interface."""
+"""watcher follows OpenTelemetry's conventions for instrumentations: an instrumentor, suppression, sampling."""
 
 from __future__ import annotations
 
 import asyncio
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 
 import anthropic
 from opentelemetry import context
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Decision, Sampler, SamplingResult
+from opentelemetry.trace import Link, SpanKind, TraceState
+from opentelemetry.util.types import Attributes
 from packaging.requirements import Requirement
 
 import watcher
 from watcher.instrumentation import AnthropicSpendInstrumentor
+from watcher.pricing import Cost, PriceTable, TokenUsage, load_price_table
 from watcher.testing import FakeAnthropic, SpanCapture
 
 HI = [{"role": "user", "content": "hi"}]
@@ -96,3 +105,87 @@ def test_the_plain_string_suppression_key_of_older_instrumentations_is_honoured(
     finally:
         context.detach(token)
     assert capture.cost_spans() == []
+
+
+class CountingPrices:
+    """The shipped price table, counting the calls it prices."""
+
+    def __init__(self) -> None:
+        self.table: PriceTable = load_price_table()
+        self.priced = 0
+
+    def cost(self, model: str, usage: TokenUsage) -> Cost:
+        self.priced += 1
+        return self.table.cost(model, usage)
+
+
+class DropRequestType(Sampler):
+    """Drops the spans of one request type, deciding on the attributes a span is started with."""
+
+    def __init__(self, dropped: str) -> None:
+        self.dropped = dropped
+        self.seen: list[dict[str, object]] = []
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        self.seen.append(dict(attributes or {}))
+        keep = (attributes or {}).get("watcher.request_type") != self.dropped
+        return SamplingResult(Decision.RECORD_AND_SAMPLE if keep else Decision.DROP, attributes)
+
+    def get_description(self) -> str:
+        return f"DropRequestType({self.dropped})"
+
+
+def calls_through(provider: TracerProvider, fake_api: FakeAnthropic, *request_types: str) -> CountingPrices:
+    """One call per request type with watcher instrumented into `provider`; the prices it used."""
+    prices = CountingPrices()
+    watcher.instrument(tracer_provider=provider, price_table=prices)  # type: ignore[arg-type]
+    try:
+        for name in request_types:
+            with watcher.request_type(name):
+                call(fake_api)
+        watcher.flush()
+    finally:
+        watcher.uninstrument()
+    return prices
+
+
+def test_a_span_the_applications_sampler_drops_is_not_priced(fake_api: FakeAnthropic) -> None:
+    """With an ALWAYS_OFF sampler, calls go through but watcher prices nothing and builds no attributes."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    prices = calls_through(provider, fake_api, "extraction", "summary")
+    assert prices.priced == 0
+    assert exporter.get_finished_spans() == ()
+    assert len([r for r in fake_api.requests if r.path.startswith("/v1/messages")]) == 2
+
+
+def test_a_sampler_can_decide_on_the_request_type_model_and_operation_at_span_creation(
+    fake_api: FakeAnthropic,
+) -> None:
+    """The span starts with the GenAI operation, provider, request model and watcher's request type, so a sampler
+    can keep one request type and drop another; only the kept one is priced."""
+    sampler = DropRequestType("bulk")
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    prices = calls_through(provider, fake_api, "bulk", "interactive")
+    assert sampler.seen[0] == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "anthropic",
+        "gen_ai.request.model": "claude-haiku-4-5",
+        "watcher.request_type": "bulk",
+    }
+    [kept] = exporter.get_finished_spans()
+    assert (kept.attributes or {})["watcher.request_type"] == "interactive"
+    assert (kept.attributes or {})["gen_ai.usage.cost.amount"] > 0
+    assert prices.priced == 1
