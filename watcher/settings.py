@@ -96,7 +96,8 @@ class Settings(BaseSettings):
     hook with its spans and kill-switch polls."""
 
     enabled: bool = True
-    """WATCHER_ENABLED: `false` makes `import watcher.auto` do nothing, for switching watcher off without a deploy."""
+    """WATCHER_ENABLED: `false` makes `import watcher.auto` and `AnthropicSpendInstrumentor` (what
+    `opentelemetry-instrument` loads) do nothing, for switching watcher off without a deploy."""
 
     spool_dir: Annotated[Path | None, BeforeValidator(_empty_is_none)] = Field(
         default_factory=lambda: _default_state_dir() / "spool"
