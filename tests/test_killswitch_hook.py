@@ -105,6 +105,24 @@ def test_a_call_in_an_engaged_scope_is_refused_before_a_byte_is_sent(
     assert len([r for r in fake_api.requests if r.path.startswith("/v1/messages")]) == 1
 
 
+def test_suppressing_instrumentation_silences_spans_but_does_not_lift_a_kill_switch(
+    daemon: FakeDaemon, poller: KillSwitchPoller, fake_api: FakeAnthropic
+) -> None:
+    """A call in an engaged scope is refused even inside OpenTelemetry's `suppress_instrumentation()`."""
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+    daemon.body = engaged(rule(request_type="extraction"))
+    poller.refresh()
+    with (
+        anthropic.Anthropic(base_url=fake_api.base_url, api_key="k") as client,
+        suppress_instrumentation(),
+        watcher.request_type("extraction"),
+        pytest.raises(watcher.BudgetExceeded),
+    ):
+        client.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=HI)
+    assert fake_api.requests == []
+
+
 def test_scopes_match_models_by_glob_and_skip_other_services(
     daemon: FakeDaemon, poller: KillSwitchPoller, fake_api: FakeAnthropic
 ) -> None:

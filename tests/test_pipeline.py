@@ -8,7 +8,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -35,15 +36,18 @@ def app_env(**env: str) -> dict[str, str]:
     return full_env
 
 
-def run_app(script: str, fake: FakeAnthropic, **env: str) -> subprocess.CompletedProcess[str]:
-    """Runs `script` as a fresh application process, as a user would, and waits for it to exit.
+def run_app(
+    script: str, fake: FakeAnthropic, launcher: Sequence[str] = (), **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Runs `script` as a fresh application process, as a user would (behind the `launcher` command, if any),
+    and waits for it to exit.
 
     Its spool is a directory of its own unless `env` names one (WATCHER_SPOOL_DIR).
     """
     code = f"BASE_URL = {fake.base_url!r}\n" + textwrap.dedent(script)
     with tempfile.TemporaryDirectory(prefix="watcher-spool-") as spool:
         done = subprocess.run(
-            [sys.executable, "-c", code],
+            [*launcher, sys.executable, "-c", code],
             env=app_env(**{"WATCHER_SPOOL_DIR": spool, **env}),
             capture_output=True,
             text=True,
@@ -70,6 +74,48 @@ def test_import_auto_exports_cost_spans_to_the_daemon_endpoint_and_flushes_at_ex
     assert span.attributes["gen_ai.usage.cost.amount"] > 0
     assert span.resource["service.name"] == "billing-api"
     assert span.resource["deployment.environment"] == "staging"
+
+
+# The console script that ships with opentelemetry-instrumentation, beside this interpreter.
+OTEL_INSTRUMENT = str(Path(sys.executable).with_name("opentelemetry-instrument"))
+
+
+def test_opentelemetry_instrument_turns_the_hook_on_with_no_change_to_the_application(
+    fake_api: FakeAnthropic, receiver: OTLPReceiver
+) -> None:
+    """`opentelemetry-instrument python app.py` finds watcher's instrumentor by its entry point: an application
+    that never imports watcher reports its cost span."""
+    run_app(CALL, fake_api, launcher=[OTEL_INSTRUMENT], WATCHER_ENDPOINT=receiver.endpoint)
+    [span] = receiver.wait_for(1)
+    assert span.name == "chat claude-haiku-4-5"
+    assert span.attributes["gen_ai.usage.cost.amount"] > 0
+
+
+def test_opentelemetry_instrument_with_import_auto_too_records_each_call_once(
+    fake_api: FakeAnthropic, receiver: OTLPReceiver
+) -> None:
+    """The instrumentor and `import watcher.auto` in one process install one hook: a call has one span."""
+    script = "import watcher.auto\n" + CALL + "import watcher\nwatcher.flush()\nprint(len(client.middleware))\n"
+    done = run_app(script, fake_api, launcher=[OTEL_INSTRUMENT], WATCHER_ENDPOINT=receiver.endpoint)
+    assert done.stdout.split() == ["1"]
+    assert len(receiver.wait_for(1)) == 1
+    assert len(receiver.spans) == 1  # the process has exited and flushed: nothing more is coming
+
+
+def test_opentelemetry_instrument_leaves_the_hook_off_when_it_is_disabled(
+    fake_api: FakeAnthropic, receiver: OTLPReceiver
+) -> None:
+    """OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=anthropic_spend, or WATCHER_ENABLED=false, keeps watcher out."""
+    for env in ({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "anthropic_spend"}, {"WATCHER_ENABLED": "false"}):
+        done = run_app(
+            CALL + "print(len(client.middleware))\n",
+            fake_api,
+            launcher=[OTEL_INSTRUMENT],
+            WATCHER_ENDPOINT=receiver.endpoint,
+            **env,
+        )
+        assert done.stdout.split() == ["0"], env
+    assert receiver.spans == []
 
 
 def test_a_stream_left_open_at_exit_is_recorded_not_lost(fake_api: FakeAnthropic, receiver: OTLPReceiver) -> None:

@@ -115,7 +115,8 @@ class Settings(BaseSettings):
     hook with its spans and kill-switch polls, and by `watcher status`, `report` and `killswitch`."""
 
     enabled: bool = True
-    """`false` makes `import watcher.auto` do nothing, for switching watcher off without a deploy."""
+    """`false` makes `import watcher.auto` and `AnthropicSpendInstrumentor` (what `opentelemetry-instrument`
+    loads) do nothing, for switching watcher off without a deploy."""
 
     spool_dir: Annotated[Path | None, BeforeValidator(_empty_is_none)] = Field(default_factory=_default_spool_dir)
     """Where the hook keeps the spans the daemon could not take, one subdirectory per endpoint,

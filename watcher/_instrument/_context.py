@@ -1,4 +1,4 @@
-"""The request type of the code that is running, carried in a context variable."""
+"""What the running code's context says: its request type (a context variable), whether instrumentation is off."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, TypeVar
 
-__all__ = ["current_request_type", "request_type"]
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
+
+__all__ = ["current_request_type", "request_type", "suppressed"]
 
 _CURRENT: ContextVar[str | None] = ContextVar("watcher_request_type", default=None)
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -19,6 +21,17 @@ MAX_NAME_LENGTH = 128
 def current_request_type() -> str | None:
     """The innermost active request type, or None outside any `request_type` block."""
     return _CURRENT.get()
+
+
+def suppressed(context: Context) -> bool:
+    """Whether `context` tells instrumentations to record nothing: OpenTelemetry's suppress-instrumentation key
+    (what `opentelemetry.instrumentation.utils.suppress_instrumentation()` sets), or the plain string key
+    older instrumentations set. Two dict lookups: it runs on every call, on the application's thread.
+    """
+    return bool(context.get(_SUPPRESS_INSTRUMENTATION_KEY) or context.get(_SUPPRESS_PLAIN_KEY))
+
+
+_SUPPRESS_PLAIN_KEY = "suppress_instrumentation"
 
 
 class request_type:

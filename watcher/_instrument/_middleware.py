@@ -11,7 +11,7 @@ from typing import Any
 from anthropic import APIRequest, Middleware
 
 from ..exceptions import BudgetExceeded
-from ._context import current_request_type
+from ._context import current_request_type, suppressed
 from ._estimate import input_tokens_bound
 from ._failures import report_failure
 from ._record import CallInfo, Recorder, field_of
@@ -69,8 +69,14 @@ class Hook:
         self._batch_types: OrderedDict[str, str] = OrderedDict()
         self._batch_lock = threading.Lock()
 
-    def begin(self, request: APIRequest, platform: str, route: str) -> CallInfo:
-        """What is known of the call before it is sent."""
+    def begin(self, request: APIRequest, platform: str, route: str) -> CallInfo | None:
+        """What is known of the call before it is sent; None when it is not to be recorded.
+
+        A call made while the caller's context suppresses instrumentation (OpenTelemetry's
+        `suppress_instrumentation()`) gets no span, but the kill switch still applies to it: the
+        key silences telemetry, it does not lift a budget. A batch created so still has its
+        request type remembered for the results, which are recorded unless fetched suppressed too.
+        """
         body = request.json if isinstance(request.json, Mapping) else None
         model = body.get("model") if body else None
         call = CallInfo(
@@ -83,6 +89,8 @@ class Hook:
         if route == MESSAGE:
             if self.guard is not None:
                 self.guard(call.request_type, call.request_model)
+            if suppressed(call.parent):
+                return None
             call.content = self.recorder.request_content(body)
             if call.stream:
                 call.input_tokens_bound = _input_bound(body)
@@ -90,6 +98,8 @@ class Hook:
             for model in _batch_models(body):
                 self.guard(call.request_type, model)
         elif route == BATCH_RESULTS:
+            if suppressed(call.parent):
+                return None
             call.batch_id = _batch_id(request)
             call.request_type = self._batch_types.get(call.batch_id, self.recorder.default_request_type)
         return call

@@ -142,14 +142,45 @@ class Recorder:
         estimate: str | None,
         end_ns: int,
     ) -> None:
-        batch = call.batch_id is not None
-        usage = TokenUsage.from_anthropic(usage_obj, batch=batch) if usage_obj is not None else TokenUsage()
+        """Starts the span with what a sampler may decide on, and only if it is recording prices the usage and
+        adds the rest: a span the application's sampler drops costs no pricing and no attribute building.
+
+        A failure while building leaves the span unended, so it is never exported half-made.
+        """
         model = response_model or call.request_model or "unknown"
+        span = self.tracer.get().start_span(
+            f"chat {call.request_model or model}",
+            context=call.parent,
+            kind=SpanKind.CLIENT,
+            attributes=_sampling_attributes(call),
+            start_time=call.start_ns,
+        )
+        if not span.is_recording():
+            return
+        span.set_attributes(self._attributes(call, model, usage_obj, response_id, response_model, extra, estimate))
+        if error:
+            span.set_status(Status(StatusCode.ERROR, "the response stream did not finish"))
+        span.end(end_time=end_ns)
+
+    def _attributes(
+        self,
+        call: CallInfo,
+        model: str,
+        usage_obj: object,
+        response_id: str | None,
+        response_model: str | None,
+        extra: Attributes | None,
+        estimate: str | None,
+    ) -> Attributes:
+        """The span's priced attributes, beyond those it was started with."""
+        usage = (
+            TokenUsage.from_anthropic(usage_obj, batch=call.batch_id is not None)
+            if usage_obj is not None
+            else TokenUsage()
+        )
         cost = self.prices.cost(model, usage)
         flags = (estimate, *cost.flags) if estimate else cost.flags
         attributes: Attributes = {
-            "gen_ai.provider.name": "anthropic",
-            "gen_ai.operation.name": "chat",
             **_token_attributes(usage),
             **_optional_attributes(usage),
             "gen_ai.usage.cost.amount": float(cost.total_usd),
@@ -163,7 +194,6 @@ class Recorder:
             "watcher.cost.estimated": cost.estimated or estimate is not None,
             "watcher.pricing.version": cost.pricing_version,
             "watcher.pricing.model": cost.model,
-            "watcher.request_type": call.request_type,
             "watcher.platform": call.platform,
         }
         if flags:
@@ -174,8 +204,6 @@ class Recorder:
             attributes["watcher.cache.write_premium_usd"] = float(cost.cache_write_premium_usd)
         if cost.batch_savings_usd:
             attributes["watcher.batch.savings_usd"] = float(cost.batch_savings_usd)
-        if call.request_model:
-            attributes["gen_ai.request.model"] = call.request_model
         if response_model:
             attributes["gen_ai.response.model"] = response_model
         if response_id:
@@ -188,16 +216,20 @@ class Recorder:
             attributes.update(call.content)
         if extra:
             attributes.update(extra)
-        span = self.tracer.get().start_span(
-            f"chat {call.request_model or model}",
-            context=call.parent,
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
-            start_time=call.start_ns,
-        )
-        if error:
-            span.set_status(Status(StatusCode.ERROR, "the response stream did not finish"))
-        span.end(end_time=end_ns)
+        return attributes
+
+
+def _sampling_attributes(call: CallInfo) -> Attributes:
+    """What the span carries from its start, for samplers: the GenAI conventions ask for the operation, provider
+    and request model at creation; the request type is watcher's own obvious key."""
+    attributes: Attributes = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "anthropic",
+        "watcher.request_type": call.request_type,
+    }
+    if call.request_model:
+        attributes["gen_ai.request.model"] = call.request_model
+    return attributes
 
 
 def _no_content(body: Mapping[str, Any] | None) -> None:
