@@ -8,21 +8,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import anthropic
-from opentelemetry import context
+from opentelemetry import context, trace
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Decision, Sampler, SamplingResult
-from opentelemetry.trace import Link, SpanKind, TraceState
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.util.types import Attributes
 from packaging.requirements import Requirement
 
 import watcher
 from watcher.instrumentation import AnthropicSpendInstrumentor
 from watcher.pricing import Cost, PriceTable, TokenUsage, load_price_table
-from watcher.testing import FakeAnthropic, SpanCapture
+from watcher.testing import FakeAnthropic, OTLPReceiver, SpanCapture
 
 HI = [{"role": "user", "content": "hi"}]
 ROOT = Path(__file__).resolve().parent.parent
@@ -189,3 +189,21 @@ def test_a_sampler_can_decide_on_the_request_type_model_and_operation_at_span_cr
     assert (kept.attributes or {})["watcher.request_type"] == "interactive"
     assert (kept.attributes or {})["gen_ai.usage.cost.amount"] > 0
     assert prices.priced == 1
+
+
+def test_watchers_own_pipeline_records_every_cost_span_even_under_an_unsampled_parent(fake_api: FakeAnthropic) -> None:
+    """A call made inside a trace its caller chose not to sample (traceparent flags 00) still reaches the daemon:
+    cost spans are accounting records, so watcher's private pipeline samples every one of them."""
+    unsampled = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True, TraceFlags(0))
+    with OTLPReceiver() as receiver:
+        watcher.instrument(watcher.Settings(endpoint=receiver.endpoint, killswitch_poll_s=0, spool_dir=""))
+        token = context.attach(trace.set_span_in_context(NonRecordingSpan(unsampled)))
+        try:
+            with anthropic.Anthropic(base_url=fake_api.base_url, api_key="k") as client:
+                client.messages.create(model="claude-haiku-4-5", max_tokens=8, messages=HI)
+            assert watcher.flush()
+        finally:
+            context.detach(token)
+            watcher.uninstrument()
+        [span] = receiver.wait_for(1)
+    assert span.attributes["gen_ai.usage.cost.amount"] > 0

@@ -12,6 +12,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from .._version import __version__
 from ..settings import Settings
@@ -39,7 +40,9 @@ def _private_provider(settings: Settings) -> tuple[TracerProvider, Delivery | No
 
     It is not made global, so the application's own OpenTelemetry setup is untouched, and the
     SDK's own call spans stay off unless the application turns them on. `instrument()` flushes
-    it at exit, after recording any stream still open.
+    it at exit, after recording any stream still open. It samples every span, whatever the
+    parent's flags or OTEL_TRACES_SAMPLER say: a cost span is an accounting record, and one
+    sampled away is spend the daemon never books.
     """
     from ._otlp import FastOTLPSpanExporter
 
@@ -50,7 +53,7 @@ def _private_provider(settings: Settings) -> tuple[TracerProvider, Delivery | No
         headers = {"authorization": f"Bearer {token}"} if token else None
         exporter = FastOTLPSpanExporter(endpoint=f"{settings.endpoint}/v1/traces", headers=headers)
     delivery = _spool(exporter, settings)
-    provider = TracerProvider(resource=Resource.create(), shutdown_on_exit=False)
+    provider = TracerProvider(sampler=ALWAYS_ON, resource=Resource.create(), shutdown_on_exit=False)
     provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=settings.export_delay_ms))
     return provider, delivery
 
