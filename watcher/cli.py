@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from ._client import DaemonClient, DaemonRefused
+from . import _commands
+from ._commands import Stop, load_settings
 from ._version import __version__
 from .exceptions import ConfigError
-
-if TYPE_CHECKING:
-    from .ledger import BreakdownRow
-    from .settings import Settings
 
 __all__ = ["main"]
 
@@ -47,224 +39,23 @@ def _price(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings(config: str | None = None, **values: Any) -> Settings:
-    """The settings, read from `config` when it is given; ConfigError, in one line, for a value that is invalid.
-
-    A missing `config` file, an unknown key or bad TOML raise ConfigError from the settings themselves;
-    a value a source cannot parse (JSON in WATCHER_ALERTS) becomes ConfigError here.
-    """
-    from pydantic import ValidationError
-    from pydantic_settings import SettingsError
-
-    from .settings import Settings
-
-    try:
-        return Settings.from_file(Path(config), **values) if config else Settings(**values)
-    except SettingsError as error:
-        raise ConfigError(f"invalid settings: {error}; fix that WATCHER_* variable, .env line or config key") from None
-    except ValidationError as error:
-        first = error.errors()[0]
-        name = ".".join(map(str, first["loc"]))
-        where = f"WATCHER_{name.upper()} or {name} in the config file"
-        raise ConfigError(f"invalid setting {name} = {first['input']!r}: {first['msg']}; fix {where}") from None
-
-
 def _serve(args: argparse.Namespace) -> int:
     import logging
 
     from .daemon import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = _settings(args.config, **({"listen": args.listen} if args.listen else {}))
+    settings = load_settings(args.config, **({"listen": args.listen} if args.listen else {}))
     return serve(settings, type(settings).config_file())
 
 
 def _config_show(args: argparse.Namespace) -> int:
     from ._config_show import render_json, render_text, shown
 
-    settings = _settings(args.config)
+    settings = load_settings(args.config)
     render = render_json if args.json else render_text
     print(render(shown(settings), type(settings).config_file()))
     return 0
-
-
-class _Stop(Exception):
-    """Ends a command: its message goes to stderr as one line, and `main` returns `code`."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _client(settings: Settings | None = None) -> DaemonClient:
-    """A client for the daemon the settings name (WATCHER_ENDPOINT, WATCHER_TOKEN)."""
-    settings = settings or _settings()
-    return DaemonClient(settings.endpoint, settings.token.get_secret_value() if settings.token else None)
-
-
-def _ask(client: DaemonClient, path: str, instead: str) -> Any:
-    """The daemon's JSON answer to `GET path`; _Stop naming the endpoint when there is none, with `instead`
-    (what else to do) when it cannot be reached."""
-    try:
-        return client.get_json(path)
-    except DaemonRefused as error:
-        raise _Stop(f"the daemon at {client.endpoint} refused: {error}", 2 if error.status == 400 else 1) from None
-    except OSError as error:
-        reason = getattr(error, "reason", error)
-        reason = getattr(reason, "strerror", None) or reason
-        raise _Stop(f"cannot reach the daemon at {client.endpoint} ({reason}); {instead}") from None
-    except ValueError as error:
-        raise _Stop(f"the daemon at {client.endpoint} answered with something that is not JSON ({error})") from None
-
-
-def _status(args: argparse.Namespace) -> int:
-    client = _client()
-    instead = "start it (watcher serve) or set WATCHER_ENDPOINT to its address: budgets live in the daemon"
-    document = _ask(client, "/v1/budgets", instead)
-    print(f"from the daemon at {client.endpoint}")
-    budgets = document.get("budgets", []) if isinstance(document, dict) else []
-    if not budgets:
-        print("no budgets configured (add [[budgets]] to the daemon's config file)")
-        return 0
-    print(f"{'budget':<24} {'spend':>10} {'limit':>10} {'used':>6}  {'state':<8} {'alerts':<10} resets")
-    for b in budgets:
-        used = f"{100 * b['used_ratio']:.0f}%"
-        money = f"{b['spend_usd']:>10.2f} {b['limit_usd']:>10.2f}"
-        print(f"{b['name']:<24} {money} {used:>6}  {b['state']:<8} {_alerts_column(b):<10} {b['resets_at']}")
-    for b in budgets:
-        for line in _delivery_problems(b):
-            print(line)
-    return 0
-
-
-def _deliveries(budget: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    return [(event["kind"], d) for event in budget.get("events") or [] for d in event.get("deliveries") or []]
-
-
-def _alerts_column(budget: dict[str, Any]) -> str:
-    """`-` without events this period, else `ok`, `N pending` or `N failed` over every delivery."""
-    states = [d["state"] for _, d in _deliveries(budget)]
-    if not states:
-        return "-"
-    failed, pending = states.count("failed"), states.count("pending")
-    return f"{failed} failed" if failed else f"{pending} pending" if pending else "ok"
-
-
-def _delivery_problems(budget: dict[str, Any]) -> list[str]:
-    """One line per delivery of this period's events that failed for good."""
-    return [
-        f"{budget['name']}: {kind} to {d['target']} failed after {d['attempts']} attempts"
-        for kind, d in _deliveries(budget)
-        if d["state"] == "failed"
-    ]
-
-
-def _report(args: argparse.Namespace) -> int:
-    """Asks the daemon at WATCHER_ENDPOINT, or reads the file `--ledger` names; never creates a ledger."""
-    from .reporting import render_report
-
-    source, since, until, rows = _report_from_file(args.ledger, args) if args.ledger else _report_from_daemon(args)
-    print(f"from {source}")
-    print(render_report(rows, args.by, since, until))
-    return 0
-
-
-def _report_from_daemon(args: argparse.Namespace) -> tuple[str, datetime, datetime, list[BreakdownRow]]:
-    """The report the daemon builds over its ledger, its window read by the daemon's clock."""
-    from urllib.parse import urlencode
-
-    from .reporting import row_from_json
-
-    settings = _settings()
-    client = _client(settings)
-    known = settings.ledger_url().removeprefix("sqlite:///")
-    path = known if known != settings.ledger_url() and Path(known).expanduser().is_file() else "PATH"
-    instead = f"start it (watcher serve), set WATCHER_ENDPOINT to its address, or read a file: --ledger {path}"
-    query = {"since": args.since, "by": args.by, **({"until": args.until} if args.until else {})}
-    document = _ask(client, f"/v1/report?{urlencode(query)}", instead)
-    try:
-        window = (datetime.fromisoformat(document["since"]), datetime.fromisoformat(document["until"]))
-        rows = [row_from_json(row) for row in document["rows"]]
-    except (KeyError, TypeError, ValueError) as error:
-        raise _Stop(f"the daemon at {client.endpoint} answered with something that is not a report ({error})") from None
-    return (f"the daemon at {client.endpoint}", *window, rows)
-
-
-def _report_from_file(file: str, args: argparse.Namespace) -> tuple[str, datetime, datetime, list[BreakdownRow]]:
-    """The report over the ledger file `file`, opened read-only: ConfigError when it is not there."""
-    from .ledger import open_ledger
-    from .reporting import report_window
-
-    try:
-        since, until = report_window(args.since, args.until, datetime.now(UTC))
-    except ValueError as error:
-        raise _Stop(str(error), 2) from None
-    path = Path(file).expanduser().absolute()
-    ledger = open_ledger(f"sqlite:///{path}", read_only=True)
-    try:
-        rows = ledger.breakdown(since, until, args.by)
-    finally:
-        ledger.close()
-    return f"the ledger file {path}", since, until, rows
-
-
-def _killswitch(args: argparse.Namespace) -> int:
-    client = _client()
-    if args.action != "status" and not args.name:
-        print(f"watcher killswitch {args.action} needs a budget name", file=sys.stderr)
-        return 2
-    try:
-        body = _release_body(args)
-    except ValueError as error:
-        print(f"watcher killswitch {args.action}: {error}", file=sys.stderr)
-        return 2
-    try:
-        if args.action == "status":
-            document = client.get_json("/v1/killswitch")
-        else:
-            document = client.post_json(f"/v1/killswitch/{args.name}/{args.action}", body)
-    except DaemonRefused as error:
-        print(f"the daemon at {client.endpoint} refused: {error}", file=sys.stderr)
-        return 1
-    except (OSError, ValueError) as error:
-        print(f"cannot reach the daemon at {client.endpoint}: {error}", file=sys.stderr)
-        return 1
-    if args.action == "status":
-        engaged = document.get("engaged", [])
-        if not engaged:
-            print("no kill switch engaged")
-        for item in engaged:
-            print(f"{item['budget']:<24} engaged since {item['since']} ({item['reason']}), resets {item['resets_at']}")
-    elif document.get("engaged"):
-        print(f"{args.name}: kill switch engaged")
-    else:
-        until = document.get("until")
-        print(f"{args.name}: kill switch released" + (f" until {until} at the latest" if until else ""))
-    return 0
-
-
-_DURATION = re.compile(r"^(\d+)([mhd])$")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
-
-
-def _release_body(args: argparse.Namespace) -> bytes:
-    """The JSON body of `release --until TIME`: TIME is a duration from now (`30m`, `2h`, `1d`) or an ISO
-    date and time (local time without an offset); empty without --until. ValueError for anything else."""
-    if not args.until:
-        return b""
-    if args.action != "release":
-        raise ValueError("--until goes with release only")
-    from datetime import UTC, datetime, timedelta
-
-    found = _DURATION.match(args.until.strip())
-    if found:
-        until = datetime.now(UTC) + timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
-    else:
-        try:
-            until = datetime.fromisoformat(args.until).astimezone(UTC)
-        except ValueError:
-            raise ValueError(f"--until {args.until!r} is neither a duration (30m, 2h, 1d) nor an ISO time") from None
-    return json.dumps({"until": until.isoformat().replace("+00:00", "Z")}).encode()
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -310,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="one JSON document, for scripts")
     show.set_defaults(run=_config_show)
     status = commands.add_parser("status", help="each budget's spend, limit, percent, state and reset time")
-    status.set_defaults(run=_status)
+    status.set_defaults(run=_commands.status)
     report = commands.add_parser("report", help="cost breakdown from the daemon's ledger (or a ledger file)")
     report.add_argument("--since", default="7d", help="how far back: 24h, 7d, 30d, or an ISO date (default 7d)")
     report.add_argument("--until", default=None, help="end of the report: 24h, 7d, or an ISO date/time (default now)")
@@ -318,14 +109,14 @@ def _parser() -> argparse.ArgumentParser:
         "--ledger", metavar="PATH", help="read this ledger file instead of asking the daemon at WATCHER_ENDPOINT"
     )
     report.add_argument("--by", default="request_type", choices=["request_type", "model", "service", "environment"])
-    report.set_defaults(run=_report)
+    report.set_defaults(run=_commands.report)
     kill = commands.add_parser("killswitch", help="show, engage or release kill switches on the daemon")
     kill.add_argument("action", choices=["status", "engage", "release"])
     kill.add_argument("name", nargs="?", help="budget name (engage, release)")
     kill.add_argument(
         "--until", help="release only until TIME: 30m, 2h, 1d from now, or an ISO time (default: the period's end)"
     )
-    kill.set_defaults(run=_killswitch)
+    kill.set_defaults(run=_commands.killswitch)
     traffic = commands.add_parser("traffic", help="demo traffic: real SDK calls to a local fake API, spans over OTLP")
     traffic.add_argument("--rate", type=float, default=2.0, help="calls a second (default 2)")
     traffic.add_argument("--count", type=int, default=None, help="stop after N calls (default: run until stopped)")
@@ -355,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(" ".join(str(error).splitlines()), file=sys.stderr)
         return 2
-    except _Stop as stop:
+    except Stop as stop:
         print(stop, file=sys.stderr)
         return stop.code
 
