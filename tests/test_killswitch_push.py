@@ -195,14 +195,14 @@ class Scripted:
 
     endpoint = "http://127.0.0.1:9"
 
-    def __init__(self, revision: str | None) -> None:
-        self.revision = revision
+    def __init__(self, revision: str | None, again_at: int = 2) -> None:
+        self.revision, self.again_at = revision, again_at
         self.paths: list[str] = []
         self.again = threading.Event()
 
     def get(self, path: str, timeout_s: float | None = None) -> bytes:
         self.paths.append(path)
-        if len(self.paths) >= 2:
+        if len(self.paths) >= self.again_at:
             self.again.set()
         document = {"version": 1, "engaged": [], **({"revision": self.revision} if self.revision else {})}
         return json.dumps(document).encode()
@@ -225,6 +225,17 @@ def test_a_daemon_that_ignores_wait_is_polled_at_the_interval_not_in_a_spin() ->
     poller = KillSwitchPoller(fetcher, interval_s=3600, service="s", environment="e").start()
     try:
         wait_for(lambda: fetcher.paths, "the first request")
+        assert not fetcher.again.wait(0.5), "a spinning hook asks again at once"
+    finally:
+        poller.stop()
+
+
+def test_a_daemon_that_answers_at_once_with_an_unchanged_revision_is_not_asked_in_a_spin() -> None:
+    """Something that drops `wait` but passes the revision on sends the hook back to its interval too."""
+    fetcher = Scripted("r-7", again_at=3)
+    poller = KillSwitchPoller(fetcher, interval_s=3600, service="s", environment="e").start()
+    try:
+        wait_for(lambda: len(fetcher.paths) >= 2, "the request naming the revision")
         assert not fetcher.again.wait(0.5), "a spinning hook asks again at once"
     finally:
         poller.stop()

@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -127,8 +128,9 @@ class KillSwitchPoller:
 
     Never on the call path. Each request names the revision last seen and the daemon holds it until
     the engaged switches change (or `WAIT_S` pass), so a change reaches the board as soon as the
-    answer arrives; the next request goes out at once. After a failed request, or from a daemon
-    that answers without a revision (one older than long polls), it waits `interval_s` first.
+    answer arrives; the next request goes out at once. After a failed request, or an answer without
+    a revision (a daemon older than long polls) or one that came at once unchanged, it waits
+    `interval_s` first: nothing makes it ask in a spin.
 
     A daemon that gives no answer, because it cannot be reached or because it refuses watcher's
     token (401), is logged once per change of state (and again when it answers); the board then
@@ -170,10 +172,17 @@ class KillSwitchPoller:
         self._ask(PATH, max(0.2, min(self._interval_s, 2.0)))
 
     def _long_poll(self) -> bool:
-        """Asks once, letting the daemon hold the request until a change; True when the daemon long-polls."""
-        revision = self._revision
-        path = f"{PATH}?wait={WAIT_S:g}" + (f"&revision={quote(revision)}" if revision else "")
-        return self._ask(path, WAIT_S + max(2.0, self._interval_s)) and self._revision is not None
+        """Asks once, letting the daemon hold the request until a change; True to ask again at once.
+
+        That is when the answer brought a new revision, or the same one after the daemon held the
+        request: not when it came without one, or at once unchanged (something ignored `wait`).
+        """
+        seen = self._revision
+        path = f"{PATH}?wait={WAIT_S:g}" + (f"&revision={quote(seen)}" if seen else "")
+        began = time.monotonic()
+        if not self._ask(path, WAIT_S + max(2.0, self._interval_s)) or self._revision is None:
+            return False
+        return self._revision != seen or time.monotonic() - began >= WAIT_S / 2
 
     def _ask(self, path: str, timeout_s: float) -> bool:
         """Sends one request and puts its answer on the board unless a later request's already is; True if answered."""
