@@ -239,3 +239,18 @@ def test_a_daemon_that_answers_at_once_with_an_unchanged_revision_is_not_asked_i
         assert not fetcher.again.wait(0.5), "a spinning hook asks again at once"
     finally:
         poller.stop()
+
+
+def test_spend_alone_does_not_move_the_revision_but_a_crossing_does(running: Running) -> None:
+    """Held long polls wake for a change in which switches are engaged, not for every batch of spend."""
+    before, _ = killswitch(running)
+    spend = Entry.of("small", NOW, "s", "e", "extraction", "claude-opus-4-7", cost_usd=Decimal("0.1"))
+    running.daemon.ingest([spend])
+    assert killswitch(running)[0]["revision"] == before["revision"]
+    crossing = Entry.of("crossing", NOW, "s", "e", "extraction", "claude-opus-4-7", cost_usd=Decimal("1.3"))
+    running.daemon.ingest([crossing])
+    engaged, _ = killswitch(running)
+    assert engaged["revision"] != before["revision"]
+    more = Entry.of("more", NOW, "s", "e", "extraction", "claude-opus-4-7", cost_usd=Decimal("0.5"))
+    running.daemon.ingest([more])
+    assert killswitch(running)[0]["revision"] == engaged["revision"]
