@@ -31,10 +31,12 @@ def ledger_ids(daemon: DaemonProcess) -> set[str]:
         return {row[0] for row in db.execute("SELECT response_id FROM entries")}
 
 
+@pytest.mark.parametrize("poll_s", ["0.1", "60"])
 def test_a_forked_child_refuses_calls_once_a_kill_switch_is_engaged(
-    daemon: DaemonProcess, fake_api: FakeAnthropic, tmp_path: Path
+    daemon: DaemonProcess, fake_api: FakeAnthropic, tmp_path: Path, poll_s: str
 ) -> None:
-    """The kill-switch poller runs again in the child: a switch engaged after the fork refuses the child's calls."""
+    """The kill-switch poller runs again in the child, long polls too: a switch engaged after the fork refuses the
+    child's calls, well before a 60 s poll would have seen it."""
     script = f"""
     import os, sys, time, urllib.request
     import anthropic, watcher, watcher.auto
@@ -54,7 +56,7 @@ def test_a_forked_child_refuses_calls_once_a_kill_switch_is_engaged(
         os._exit(1)
     sys.exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
     """
-    run_app(script, fake_api, WATCHER_ENDPOINT=daemon.url, WATCHER_KILLSWITCH_POLL_S="0.1")
+    run_app(script, fake_api, WATCHER_ENDPOINT=daemon.url, WATCHER_KILLSWITCH_POLL_S=poll_s)
 
 
 def test_a_multiprocessing_child_that_returns_at_once_still_delivers_its_spans(

@@ -103,8 +103,9 @@ class Settings(BaseSettings):
     """Longest time, in milliseconds, a finished span waits before it is exported."""
 
     killswitch_poll_s: Annotated[float, Field(ge=0, le=60)] = 1.0
-    """How often, in seconds, the hook asks the daemon which kill switches are engaged, off the call path;
-    0 turns enforcement off."""
+    """How long, in seconds, the hook waits before asking the daemon again which kill switches are engaged
+    after a failed request, or between polls of a daemon that does not long-poll (changes are otherwise
+    pushed by long poll, off the call path); 0 turns enforcement off."""
 
     fail_mode: Literal["open", "closed"] = "open"
     """When the daemon cannot be reached, or refuses WATCHER_TOKEN (logged at ERROR): `open` lets calls

@@ -1,4 +1,4 @@
-"""The application side of the kill switch: poll the daemon off the call path, refuse calls in scope."""
+"""The application side of the kill switch: long-poll the daemon off the call path, refuse calls in scope."""
 
 from __future__ import annotations
 
@@ -7,19 +7,23 @@ import json
 import logging
 import re
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
+from urllib.parse import quote
 
 from .._client import DaemonRefused
 from ..exceptions import BudgetExceeded
 
-__all__ = ["Board", "Fetcher", "KillSwitchPoller", "Rule", "parse_rules"]
+__all__ = ["WAIT_S", "Board", "Fetcher", "KillSwitchPoller", "Rule", "parse_answer", "parse_rules"]
 
 log = logging.getLogger("watcher")
 FORMAT_VERSION = 1
 UNREACHABLE = "watcher-daemon-unreachable"
 PATH = "/v1/killswitch"
+WAIT_S = 10.0
+"""How long the daemon may hold one long poll; bounds how long a stopped poller's last request lingers."""
 
 
 class Fetcher(Protocol):
@@ -69,11 +73,22 @@ def _when(value: object) -> datetime | None:
 
 def parse_rules(body: bytes, service: str, environment: str) -> tuple[Rule, ...]:
     """The rules in a `/v1/killswitch` answer that can apply to this process. Raises ValueError."""
+    return parse_answer(body, service, environment)[0]
+
+
+def parse_answer(body: bytes, service: str, environment: str) -> tuple[tuple[Rule, ...], str | None]:
+    """The rules in a `/v1/killswitch` answer that can apply to this process, and the answer's `revision`
+    (None from a daemon that does not long-poll). Raises ValueError."""
     document = json.loads(body)
     if not isinstance(document, dict) or document.get("version") != FORMAT_VERSION:
         raise ValueError(f"unknown kill-switch format version {document.get('version')!r}")
+    revision = document.get("revision")
+    return _rules(document, service, environment), revision if isinstance(revision, str) else None
+
+
+def _rules(document: dict[str, Any], service: str, environment: str) -> tuple[Rule, ...]:
     rules = []
-    for item in document.get("engaged", []):
+    for item in document.get("engaged") or []:
         scope = item.get("scope") or {}
         own = {"service": service, "environment": environment}
         if any(scope.get(k) is not None and not fnmatch.fnmatchcase(v, str(scope[k])) for k, v in own.items()):
@@ -109,13 +124,19 @@ class Board:
 
 
 class KillSwitchPoller:
-    """Polls the daemon's `/v1/killswitch` through `client` every `interval_s` on a daemon thread and updates `board`.
+    """Long-polls the daemon's `/v1/killswitch` through `client` on a daemon thread and updates `board`.
 
-    Never on the call path. A daemon that gives no answer, because it cannot be reached or
-    because it refuses watcher's token (401), is logged once per change of state (and again
-    when it answers); the board then fails open, or closed with `fail_closed` (calls refused
-    until the daemon answers). A refused token is logged at ERROR naming WATCHER_TOKEN: unlike
-    an outage it never heals by itself, and failing open it silently turns enforcement off.
+    Never on the call path. Each request names the revision last seen and the daemon holds it until
+    the engaged switches change (or `WAIT_S` pass), so a change reaches the board as soon as the
+    answer arrives; the next request goes out at once. After a failed request, or an answer without
+    a revision (a daemon older than long polls) or one that came at once unchanged, it waits
+    `interval_s` first: nothing makes it ask in a spin.
+
+    A daemon that gives no answer, because it cannot be reached or because it refuses watcher's
+    token (401), is logged once per change of state (and again when it answers); the board then
+    fails open, or closed with `fail_closed` (calls refused until the daemon answers). A refused
+    token is logged at ERROR naming WATCHER_TOKEN: unlike an outage it never heals by itself,
+    and failing open it silently turns enforcement off.
     With `fail_closed` the first poll happens in `start()` so the first call sees a real answer.
     """
 
@@ -134,6 +155,9 @@ class KillSwitchPoller:
         self._service, self._environment = service, environment
         self._client = client
         self._trouble: str | None = None  # why the last poll got no answer: None, "token" or "unreachable"
+        self._revision: str | None = None  # of the answer on the board; None until one carried a revision
+        self._lock = threading.Lock()
+        self._asked = self._applied = 0  # requests sent, and the latest whose answer is on the board
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="watcher-killswitch", daemon=True)
 
@@ -144,16 +168,44 @@ class KillSwitchPoller:
         return self
 
     def refresh(self) -> None:
-        """Polls once, now, in the calling thread. Never raises."""
+        """Polls once, now, in the calling thread, without waiting for a change. Never raises."""
+        self._ask(PATH, max(0.2, min(self._interval_s, 2.0)))
+
+    def _long_poll(self) -> bool:
+        """Asks once, letting the daemon hold the request until a change; True to ask again at once.
+
+        That is when the answer brought a new revision, or the same one after the daemon held the
+        request: not when it came without one, or at once unchanged (something ignored `wait`).
+        """
+        seen = self._revision
+        path = f"{PATH}?wait={WAIT_S:g}" + (f"&revision={quote(seen)}" if seen else "")
+        began = time.monotonic()
+        if not self._ask(path, WAIT_S + max(2.0, self._interval_s)) or self._revision is None:
+            return False
+        return self._revision != seen or time.monotonic() - began >= WAIT_S / 2
+
+    def _ask(self, path: str, timeout_s: float) -> bool:
+        """Sends one request and puts its answer on the board unless a later request's already is; True if answered."""
+        with self._lock:
+            self._asked += 1
+            ticket = self._asked
         try:
-            body = self._client.get(PATH, max(0.2, min(self._interval_s, 2.0)))
-            self.board.rules = parse_rules(body, self._service, self._environment)
+            body = self._client.get(path, timeout_s)
+            rules, revision = parse_answer(body, self._service, self._environment)
         except ValueError as exc:
             log.warning("watcher ignored a kill-switch answer it cannot read (%s); keeping the last one", exc)
-            return
+            return False
         except Exception as exc:
             self._unanswered(exc)
-            return
+            return False
+        with self._lock:
+            if ticket > self._applied:
+                self._applied = ticket
+                self.board.rules, self._revision = rules, revision
+        self._answered()
+        return True
+
+    def _answered(self) -> None:
         if self._trouble is not None:
             log.warning("watcher reached the daemon at %s again; kill switches are enforced", self.url)
         self._trouble = None
@@ -185,21 +237,29 @@ class KillSwitchPoller:
         log.warning("watcher cannot reach the daemon at %s (%s); %s", self.url, error, mode)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            self.refresh()
+        while not self._stop.is_set():
+            if not self._long_poll():
+                self._stop.wait(self._interval_s)
 
     def stop(self) -> None:
+        """Stops polling; returns within a second even with a long poll in flight.
+
+        That request is abandoned, not cut: its thread ends when the answer comes (within `WAIT_S`,
+        sooner from a stopping daemon), and the answer no longer matters: nothing reads the board.
+        """
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=1)
 
     def restart_in_child(self) -> None:
         """In a forked child, where the parent's thread does not run: polls on a new thread, unless stopped.
 
-        The board keeps the parent's last answer until the child's first poll.
+        The board keeps the parent's last answer until the child's first poll, which asks at once.
         """
         if self._stop.is_set():
             return
+        self._lock = threading.Lock()
+        self._revision = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="watcher-killswitch", daemon=True)
         self._thread.start()

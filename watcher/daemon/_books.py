@@ -14,6 +14,7 @@ from watcher.budgets import Budget, BudgetState, Window, period_window
 from watcher.ledger import Entry, Scope, from_nanos, to_micros
 
 from ._messages import alert_message, hand_release_terms, money, reengaged_message, release_message
+from ._revision import Revision
 from ._state import BudgetEvent, EventRecord, Override, StateStore
 
 __all__ = ["Books", "BudgetView", "Hold"]
@@ -104,6 +105,8 @@ class Books:
     is recorded once per budget window in the state store, before `on_event` is told, so a
     restart neither repeats nor loses it. A kill switch is released when its window ends, or
     by hand until a `Hold` lapses; each release, and each engagement after a lapse, is an event too.
+    `revision` moves on whenever the set of engaged switches changes (which switches, since when,
+    why, until when; not their spend, which moves with every batch), so long polls wake on it.
     """
 
     def __init__(
@@ -115,6 +118,7 @@ class Books:
         on_event: Callable[[BudgetEvent], None],
         *,
         resync_s: float = 60.0,
+        revision: Revision | None = None,
     ) -> None:
         self.budgets = {budget.name: budget for budget in budgets}
         self._ledger, self._store, self._clock, self._on_event = ledger, store, clock, on_event
@@ -125,6 +129,8 @@ class Books:
         self._matchers = {budget.name: _matcher(budget.scope) for budget in budgets}
         self._totals: dict[str, tuple[Window, Decimal, datetime]] = {}
         self._resync_s = resync_s
+        self.revision = revision or Revision()
+        self._engaged: tuple[tuple[str, datetime | None, str | None, datetime], ...] = ()
 
     def add(self, entries: Iterable[Entry], replaced: Iterable[tuple[Entry, Entry]] = ()) -> None:
         """Adds newly stored entries, and the upgrades `(old, new)` of stored ones, to the running totals.
@@ -162,6 +168,7 @@ class Books:
         now = self._clock()
         with self.lock:
             self.views = {name: self._evaluate(budget, now) for name, budget in self.budgets.items()}
+            self._announce()
             return self.views
 
     def events(self, name: str) -> list[EventRecord]:
@@ -195,7 +202,15 @@ class Books:
                 text = f"Kill switch for budget {name!r} engaged by hand."
                 self._emit(budget, window, "engaged", now, text, cause=seq)
             self.views[name] = self._evaluate(budget, now)
+            self._announce()
             return self.views[name]
+
+    def _announce(self) -> None:
+        """Bumps `revision` if the engaged switches differ from the last announced ones (lock held)."""
+        engaged = tuple((n, v.engaged_since, v.reason, v.resets_at) for n, v in self.views.items() if v.engaged)
+        if engaged != self._engaged:
+            self._engaged = engaged
+            self.revision.bump()
 
     def _evaluate(self, budget: Budget, now: datetime) -> BudgetView:
         window = period_window(budget.period, budget.timezone, now)

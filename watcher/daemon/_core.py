@@ -105,9 +105,19 @@ class Daemon:
             self.counters.ignored += normalized.ignored
 
     def killswitch(self, now: datetime) -> dict[str, Any]:
-        """The `/v1/killswitch` document (docs/api.md)."""
-        engaged = [self._switch_json(view) for view in self.books.views.values() if view.engaged]
-        return {"version": 1, "generated_at": _iso(now), "engaged": engaged}
+        """The `/v1/killswitch` document (docs/api.md), with the `revision` its switches are as of."""
+        with self.books.lock:  # the revision and the views it marks, read together
+            revision = self.books.revision.value
+            engaged = [self._switch_json(view) for view in self.books.views.values() if view.engaged]
+        return {"version": 1, "revision": revision, "generated_at": _iso(now), "engaged": engaged}
+
+    def await_switches(self, seen: str | None, wait_s: float) -> None:
+        """Blocks while the kill switches' revision is still `seen`, for at most `wait_s` (the long poll).
+
+        Returns at once for any other value (a stale one, or one from before a restart) and when
+        the daemon stops. Holds the calling thread, not the books: evaluation goes on meanwhile.
+        """
+        self.books.revision.wait(seen, wait_s)
 
     def set_switch(self, name: str, action: str, until: datetime | None = None) -> dict[str, Any]:
         """The answer to `POST /v1/killswitch/NAME/engage|release` (docs/api.md); raises as `Books.set_switch`."""

@@ -22,7 +22,7 @@ from ._core import Daemon
 from ._exposition import Scrape
 from ._ingest import Ingestor, Verdict, export_response
 
-__all__ = ["DaemonServer"]
+__all__ = ["MAX_WAIT_S", "DaemonServer"]
 
 log = logging.getLogger("watcher.daemon")
 
@@ -33,6 +33,8 @@ _STATUS = {  # HTTP status, and the gRPC code the OTLP Status body carries
     Verdict.BUSY: (503, 14),
     Verdict.UNAVAILABLE: (503, 14),
 }
+MAX_WAIT_S = 30.0
+"""The longest a kill-switch long poll is held (`GET /v1/killswitch?wait=S`); a longer `wait` is cut to it."""
 _LINGER_S = 2.0  # how long an unread body is discarded after the answer, so the client reads it
 
 
@@ -43,6 +45,8 @@ class DaemonServer(ThreadingHTTPServer):
     and is checked before a byte of the body is read. Exports go through `ingestor`, which
     bounds how many are read and stored at once. The listen backlog is `backlog` (capped by the
     kernel's `somaxconn`), so a burst of connections waits in the queue, not on SYN retries.
+    A kill-switch long poll holds its connection's thread while it waits (at most `MAX_WAIT_S`):
+    one thread per instrumented process, each mostly asleep on the books' revision.
     """
 
     daemon_threads = True
@@ -81,7 +85,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif not self._authorized():
             return
         elif path == "/v1/killswitch":
-            self._json(200, self.server.core.killswitch(self.server.clock()))
+            self._killswitch()
         elif path == "/v1/budgets":
             self._json(200, self.server.core.budgets(self.server.clock()))
         elif path == "/v1/report":
@@ -120,6 +124,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, {"status": "ok"})
         else:
             self._json(503, {"status": "degraded", "reason": failure})
+
+    def _killswitch(self) -> None:
+        """The kill-switch document; with `wait`, a long poll: held while `revision` is still current (docs/api.md)."""
+        query = dict(parse_qsl(urlsplit(self.path).query))
+        if "wait" in query:
+            try:
+                wait_s = min(float(query["wait"]), MAX_WAIT_S)
+            except ValueError:
+                wait_s = -1.0
+            if not wait_s >= 0:  # also NaN
+                self._json(400, {"error": f"wait must be a number of seconds from 0 to {MAX_WAIT_S:g}"})
+                return
+            self.server.core.await_switches(query.get("revision"), wait_s)
+        self._json(200, self.server.core.killswitch(self.server.clock()))
 
     def _authorized(self) -> bool:
         """True when the request carries the token; else answers 401 and closes, the body unread."""

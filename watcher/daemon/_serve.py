@@ -101,7 +101,9 @@ class Running:
                 log.exception("budget evaluation failed; retrying at the next tick")
 
     def stop(self) -> None:
+        """Stops serving and closes the stores; kill-switch long polls in flight are answered at once."""
         self.ticker.set()
+        self.books.revision.close()
         if self.grpc_server is not None:
             self.grpc_server.stop(grace=5).wait()
         self.server.shutdown()
