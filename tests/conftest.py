@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,3 +66,13 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "home-state"))
     return tmp_path
+
+
+@pytest.fixture
+def refused_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """WATCHER_ENDPOINT set to a loopback port that is bound but not listening, so connecting is refused."""
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{bound.getsockname()[1]}"
+        monkeypatch.setenv("WATCHER_ENDPOINT", endpoint)
+        yield endpoint

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,16 +15,6 @@ from watcher.daemon import build
 from watcher.exceptions import ConfigError
 
 pytestmark = pytest.mark.usefixtures("isolated")
-
-
-@pytest.fixture
-def refused_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """WATCHER_ENDPOINT set to a loopback port that is bound but not listening, so connecting is refused."""
-    with socket.socket() as bound:
-        bound.bind(("127.0.0.1", 0))
-        endpoint = f"http://127.0.0.1:{bound.getsockname()[1]}"
-        monkeypatch.setenv("WATCHER_ENDPOINT", endpoint)
-        yield endpoint
 
 
 def test_a_config_file_named_on_purpose_must_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -62,16 +61,6 @@ def spend(daemon: Running, fake: FakeAnthropic, calls: dict[str, int]) -> None:
         assert watcher.flush()
     finally:
         watcher.uninstrument()
-
-
-@pytest.fixture
-def refused_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """WATCHER_ENDPOINT set to a loopback port that is bound but not listening, so connecting is refused."""
-    with socket.socket() as bound:
-        bound.bind(("127.0.0.1", 0))
-        endpoint = f"http://127.0.0.1:{bound.getsockname()[1]}"
-        monkeypatch.setenv("WATCHER_ENDPOINT", endpoint)
-        yield endpoint
 
 
 def report_rows(out: str) -> dict[str, tuple[str, str]]:
