@@ -119,13 +119,7 @@ class PriceTable:
         if rates.long_context is not None and usage.prompt_tokens > rates.long_context.above:
             bits |= LONG
         most = bits | (GEO if rates.us_geo else 0) | (FAST if rates.fast is not None else 0)
-        counts = (
-            usage.input_tokens,
-            usage.cache_write_5m_tokens,
-            usage.cache_write_1h_tokens,
-            usage.cache_read_tokens,
-            usage.output_tokens,
-        )
+        counts = _counts(usage)
         tools = usage.web_search_requests * self._search if usage.web_search_requests else _ZERO
         least, highest = (
             sum((n * rate for n, rate in zip(counts, rates.vectors[b], strict=True) if n), tools) for b in (bits, most)
@@ -172,14 +166,19 @@ class PriceTable:
 
 def _batch_savings(usage: TokenUsage, batch: Vector, standard: Vector) -> Decimal:
     """What ``usage`` would have cost more at the ``standard`` rates than at the ``batch`` ones."""
-    counts = (
+    pairs = zip(_counts(usage), standard, batch, strict=True)
+    return sum((n * (full - discounted) for n, full, discounted in pairs), _ZERO)
+
+
+def _counts(usage: TokenUsage) -> tuple[int, int, int, int, int]:
+    """``usage``'s token counts in the order of a rate ``Vector``: input, 5m write, 1h write, cache read, output."""
+    return (
         usage.input_tokens,
         usage.cache_write_5m_tokens,
         usage.cache_write_1h_tokens,
         usage.cache_read_tokens,
         usage.output_tokens,
     )
-    return sum((n * (full - discounted) for n, full, discounted in zip(counts, standard, batch, strict=True)), _ZERO)
 
 
 def _modifiers(rates: Rates, usage: TokenUsage, flags: tuple[str, ...]) -> tuple[int, tuple[str, ...]]:
