@@ -111,6 +111,15 @@ class Settings(BaseSettings):
     """When the daemon cannot be reached, or refuses WATCHER_TOKEN (logged at ERROR): `open` lets calls
     through (logged once), `closed` refuses them with BudgetExceeded until it answers again."""
 
+    allowances: bool = True
+    """Whether the hook holds budgets by allowances (docs/enforcement.md): it leases headroom from the daemon
+    and reserves each call's worst case before sending it, so concurrent calls cannot overshoot a kill
+    line. Off, only the kill-switch flag applies: spend may pass the line by what is in flight."""
+
+    allowance_horizon_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+    """How many seconds of this process's own spend the hook asks for in one allowance (it asks again,
+    off the call path, when a quarter is left); the daemon grants less as a budget nears its line."""
+
     token: SecretStr | None = None
     """Bearer token for the daemon, required by a daemon listening beyond loopback. Sent by the
     hook with its spans and kill-switch polls, and by `watcher status`, `report` and `killswitch`."""
@@ -163,6 +172,10 @@ class Settings(BaseSettings):
     max_concurrent_exports: Annotated[int, Field(ge=1, le=64)] = 4
     """How many OTLP exports (HTTP and gRPC together) the daemon reads, decodes
     and stores at once; its memory grows with this times WATCHER_MAX_REQUEST_BYTES."""
+
+    allowance_ttl_s: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    """How long, in seconds, an allowance the daemon lends lives unless its process renews it: what a
+    process that died without giving it back keeps from its budgets until then."""
 
     busy_wait_s: Annotated[float, Field(ge=0, le=60)] = 5.0
     """How long, in seconds, an export waits for its turn before it is answered 503 with `Retry-After`

@@ -15,19 +15,21 @@ from opentelemetry.trace import TracerProvider
 from .._client import DaemonClient
 from ..pricing import PriceTable, load_price_table
 from ..settings import Settings
+from ._allowance import Allowances
 from ._failures import flush_failures
 from ._fork import in_child
 from ._killswitch import KillSwitchPoller
 from ._middleware import Hook, set_hook
 from ._patch import patch_clients, unpatch_clients
 from ._record import Recorder
+from ._reserve import Reserver
 from ._streams import finish_live_streams
 from ._tracer import TracerChoice
 
 __all__ = ["flush", "instrument", "uninstrument"]
 
 _lock = threading.Lock()
-_installed: list[tuple[Recorder, TracerChoice, KillSwitchPoller | None]] = []
+_installed: list[tuple[Recorder, TracerChoice, KillSwitchPoller | None, Allowances | None]] = []
 
 
 def instrument(
@@ -54,11 +56,13 @@ def instrument(
         tracer = TracerChoice(settings, tracer_provider)
         recorder = Recorder(tracer, prices, settings.default_request_type, settings.capture_content, clock_ns)
         poller = _poller(settings)
-        set_hook(Hook(recorder, poller.board.check if poller else None))
+        allowances = _allowances(settings, poller, recorder) if poller else None
+        reserver = Reserver(prices, clock_ns) if allowances else None
+        set_hook(Hook(recorder, poller.board.check if poller else None, allowances, reserver))
         patch_clients()
         atexit.register(_at_exit)
         _exit_before_providers()
-        _installed.append((recorder, tracer, poller))
+        _installed.append((recorder, tracer, poller, allowances))
 
 
 def uninstrument() -> None:
@@ -72,11 +76,11 @@ def uninstrument() -> None:
         unpatch_clients()
         finish_live_streams()
         set_hook(None)
-        recorder, tracer, poller = _installed.pop()
+        recorder, tracer, poller, allowances = _installed.pop()
         if poller is not None:
             poller.stop()
         atexit.unregister(_at_exit)
-        _finish(recorder, tracer)
+        _finish(recorder, tracer, allowances)
 
 
 def flush(timeout_s: float = 5.0) -> bool:
@@ -89,7 +93,7 @@ def flush(timeout_s: float = 5.0) -> bool:
     with _lock:
         if not _installed:
             return True
-        recorder, tracer, _ = _installed[-1]
+        recorder, tracer, _, _ = _installed[-1]
     recorder.pending.drain()
     return tracer.force_flush(timeout_s)
 
@@ -112,12 +116,32 @@ def _poller(settings: Settings) -> KillSwitchPoller | None:
     return poller
 
 
-def _finish(recorder: Recorder, tracer: TracerChoice) -> None:
-    """Records streams still open and spans still queued, flushes and stops watcher's own exporter, then logs
-    the hook failures counted but not yet logged."""
+def _allowances(settings: Settings, poller: KillSwitchPoller, recorder: Recorder) -> Allowances | None:
+    """This process's allowances, started; None when turned off (WATCHER_ALLOWANCES=false)."""
+    if not settings.allowances:
+        return None
+    token = settings.token.get_secret_value() if settings.token else None
+    allowances = Allowances(
+        DaemonClient(settings.endpoint, token),
+        poller.board,
+        service=poller.service,
+        fail_closed=settings.fail_mode == "closed",
+        horizon_s=settings.allowance_horizon_s,
+        drain=recorder.pending.drain,
+    ).start()
+    in_child(allowances.restart_in_child)
+    return allowances
+
+
+def _finish(recorder: Recorder, tracer: TracerChoice, allowances: Allowances | None) -> None:
+    """Records streams still open and spans still queued, flushes and stops watcher's own exporter, gives back
+    what is left of the allowance, then logs the hook failures counted but not yet logged."""
     finish_live_streams()
     recorder.pending.stop()
     tracer.shutdown()
+    if allowances is not None:
+        allowances.stop()
+        allowances.give_back()
     flush_failures()
 
 
@@ -131,7 +155,7 @@ def _at_exit() -> None:
     """
     installed = _installed[-1] if _installed else None  # no lock: a thread holding it must not block exit
     if installed is not None:
-        _finish(installed[0], installed[1])
+        _finish(installed[0], installed[1], installed[3])
 
 
 def _exit_before_providers() -> None:
@@ -181,7 +205,7 @@ def _exit_in_child() -> None:
     """`_finish`, then a flush of the application's provider too: no atexit handler runs in this child."""
     installed = _installed[-1] if _installed else None
     if installed is not None:
-        _finish(installed[0], installed[1])
+        _finish(installed[0], installed[1], installed[3])
         installed[1].force_flush(5.0)
 
 

@@ -16,7 +16,7 @@ from urllib.parse import quote
 from .._client import DaemonRefused
 from ..exceptions import BudgetExceeded
 
-__all__ = ["WAIT_S", "Board", "Fetcher", "KillSwitchPoller", "Rule", "parse_answer", "parse_rules"]
+__all__ = ["WAIT_S", "Answer", "Board", "Fetcher", "KillSwitchPoller", "Rule", "parse_answer", "parse_rules"]
 
 log = logging.getLogger("watcher")
 FORMAT_VERSION = 1
@@ -79,16 +79,39 @@ def parse_rules(body: bytes, service: str, environment: str) -> tuple[Rule, ...]
 def parse_answer(body: bytes, service: str, environment: str) -> tuple[tuple[Rule, ...], str | None]:
     """The rules in a `/v1/killswitch` answer that can apply to this process, and the answer's `revision`
     (None from a daemon that does not long-poll). Raises ValueError."""
-    document = json.loads(body)
-    if not isinstance(document, dict) or document.get("version") != FORMAT_VERSION:
-        raise ValueError(f"unknown kill-switch format version {document.get('version')!r}")
-    revision = document.get("revision")
-    return _rules(document, service, environment), revision if isinstance(revision, str) else None
+    answer = Answer.parse(body, service, environment)
+    return answer.rules, answer.revision
 
 
-def _rules(document: dict[str, Any], service: str, environment: str) -> tuple[Rule, ...]:
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A `/v1/killswitch` document, narrowed to this process: the engaged switches that can apply to it, the
+    answer's revision, and, from a daemon that lends allowances, the scope of every budget that can."""
+
+    rules: tuple[Rule, ...]
+    revision: str | None
+    scopes: tuple[Rule, ...] | None
+    lends: bool
+
+    @classmethod
+    def parse(cls, body: bytes, service: str, environment: str) -> Answer:
+        """Raises ValueError for anything but a version-1 document."""
+        document = json.loads(body)
+        if not isinstance(document, dict) or document.get("version") != FORMAT_VERSION:
+            raise ValueError(f"unknown kill-switch format version {document.get('version')!r}")
+        revision = document.get("revision")
+        budgets = document.get("budgets")
+        return cls(
+            _rules(document.get("engaged") or [], service, environment),
+            revision if isinstance(revision, str) else None,
+            _rules(budgets, service, environment) if isinstance(budgets, list) else None,
+            document.get("allowances") is True,
+        )
+
+
+def _rules(items: list[Any], service: str, environment: str) -> tuple[Rule, ...]:
     rules = []
-    for item in document.get("engaged") or []:
+    for item in items:
         scope = item.get("scope") or {}
         own = {"service": service, "environment": environment}
         if any(scope.get(k) is not None and not fnmatch.fnmatchcase(v, str(scope[k])) for k, v in own.items()):
@@ -107,10 +130,18 @@ def _rules(document: dict[str, Any], service: str, environment: str) -> tuple[Ru
 
 
 class Board:
-    """The engaged rules as last polled; `check` is what every call pays: nothing, when none are engaged."""
+    """The engaged rules as last polled; `check` is what every call pays: nothing, when none are engaged.
+
+    Also holds, for the allowances, the scopes of the budgets that can cover this process's calls
+    (None until the first answer; `ready` is set once the first poll answered or failed) and
+    whether the daemon lends allowances.
+    """
 
     def __init__(self, fail_closed: bool) -> None:
         self.rules: tuple[Rule, ...] = ()
+        self.scopes: tuple[Rule, ...] | None = None
+        self.lends = False
+        self.ready = threading.Event()
         self.fail_closed = fail_closed
         self.reachable = True
 
@@ -152,7 +183,7 @@ class KillSwitchPoller:
         self.url = client.endpoint + PATH
         self.board = Board(fail_closed)
         self._interval_s = interval_s
-        self._service, self._environment = service, environment
+        self.service, self._environment = service, environment
         self._client = client
         self._trouble: str | None = None  # why the last poll got no answer: None, "token" or "unreachable"
         self._revision: str | None = None  # of the answer on the board; None until one carried a revision
@@ -191,18 +222,24 @@ class KillSwitchPoller:
             ticket = self._asked
         try:
             body = self._client.get(path, timeout_s)
-            rules, revision = parse_answer(body, self._service, self._environment)
+            answer = Answer.parse(body, self.service, self._environment)
         except ValueError as exc:
             log.warning("watcher ignored a kill-switch answer it cannot read (%s); keeping the last one", exc)
+            self.board.ready.set()
             return False
         except Exception as exc:
             self._unanswered(exc)
+            self.board.ready.set()
             return False
         with self._lock:
             if ticket > self._applied:
                 self._applied = ticket
-                self.board.rules, self._revision = rules, revision
+                self.board.rules, self._revision = answer.rules, answer.revision
+                if answer.scopes is not None and answer.scopes != self.board.scopes:
+                    self.board.scopes = answer.scopes
+                self.board.lends = answer.lends
         self._answered()
+        self.board.ready.set()
         return True
 
     def _answered(self) -> None:

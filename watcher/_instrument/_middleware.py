@@ -11,10 +11,12 @@ from typing import Any
 from anthropic import APIRequest, Middleware
 
 from ..exceptions import BudgetExceeded
+from ._allowance import Allowances
 from ._context import current_request_type, suppressed
 from ._estimate import input_tokens_bound
 from ._failures import report_failure
 from ._record import CallInfo, Recorder, field_of
+from ._reserve import Reserver
 from ._streams import StreamTally, attach_body_watch, observe, observe_async
 
 __all__ = ["Hook", "WatcherMiddleware", "set_hook"]
@@ -63,10 +65,17 @@ class Hook:
     and logged: it never breaks the call.
     """
 
-    def __init__(self, recorder: Recorder, guard: Callable[[str, str | None], None] | None = None) -> None:
+    def __init__(
+        self,
+        recorder: Recorder,
+        guard: Callable[[str, str | None], None] | None = None,
+        allowances: Allowances | None = None,
+        reserver: Reserver | None = None,
+    ) -> None:
         self.recorder = recorder
         self.guard = guard
-        self._batch_types: OrderedDict[str, str] = OrderedDict()
+        self.allowances, self.reserver = allowances, reserver
+        self._batch_types: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
         self._batch_lock = threading.Lock()
 
     def begin(self, request: APIRequest, platform: str, route: str) -> CallInfo | None:
@@ -94,28 +103,61 @@ class Hook:
             call.content = self.recorder.request_content(body)
             if call.stream:
                 call.input_tokens_bound = _input_bound(body)
-        elif route == BATCH_CREATE and self.guard is not None:
-            for model in _batch_models(body):
-                self.guard(call.request_type, model)
+            self._reserve(call, {call.request_model}, body, batch=False)
+        elif route == BATCH_CREATE:
+            models = _batch_models(body)
+            if self.guard is not None:
+                for model in models:
+                    self.guard(call.request_type, model)
+            self._reserve(call, models, body, batch=True)
         elif route == BATCH_RESULTS:
             if suppressed(call.parent):
                 return None
             call.batch_id = _batch_id(request)
-            call.request_type = self._batch_types.get(call.batch_id, self.recorder.default_request_type)
+            default = (self.recorder.default_request_type, None)
+            call.request_type, call.holder = self._batch_types.get(call.batch_id, default)
         return call
+
+    def _reserve(self, call: CallInfo, models: set[str | None], body: Mapping[str, Any] | None, batch: bool) -> None:
+        """Takes the call's worst case from this process's allowance (docs/enforcement.md); raises BudgetExceeded.
+
+        Nothing is taken for a call no budget covers. A body that cannot be priced goes without
+        a reservation (the failure is logged): the API refuses such a body anyway.
+        """
+        if self.allowances is None or self.reserver is None:
+            return
+        budgets: tuple[str, ...] = ()
+        for model in models:
+            budgets += tuple(b for b in self.allowances.budgets_for(call.request_type, model) if b not in budgets)
+        if not budgets:
+            return
+        try:
+            amount = self.reserver.batch(body) if batch else self.reserver.message(body)
+        except ValueError as exc:
+            report_failure("price a request's worst case", exc)
+            return
+        call.reservation = self.allowances.reserve(budgets, amount)
+        if call.reservation is not None:
+            call.holder = call.reservation.holder
 
     def handle(self, request: APIRequest, call_next: Callable[[APIRequest], Any], platform: str) -> Any:
         route = route_of(request)
         if route is None:
             return call_next(request)
         call = self._safe_begin(request, platform, route)
-        response = call_next(request)
+        try:
+            response = call_next(request)
+        except BaseException:
+            _unbilled(call)
+            raise
         if call is not None and _succeeded(response):
             try:
                 parsed = response.parse()
             except Exception as exc:
                 parsed = _unparsed_body(response, call, exc)
             self._safe_after(route, call, response, parsed)
+        else:
+            _unbilled(call)
         return response
 
     async def handle_async(
@@ -125,13 +167,19 @@ class Hook:
         if route is None:
             return await call_next(request)
         call = self._safe_begin(request, platform, route)
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except BaseException:
+            _unbilled(call)
+            raise
         if call is not None and _succeeded(response):
             try:
                 parsed = await response.parse()
             except Exception as exc:
                 parsed = _unparsed_body(response, call, exc)
             self._safe_after(route, call, response, parsed)
+        else:
+            _unbilled(call)
         return response
 
     def _safe_begin(self, request: APIRequest, platform: str, route: str) -> CallInfo | None:
@@ -144,12 +192,15 @@ class Hook:
             return None
 
     def _safe_after(self, route: str, call: CallInfo, response: Any, parsed: Any) -> None:
-        if parsed is None:
-            return
+        """Records a billed response; a reservation whose cost cannot be learnt is settled at its worst case."""
         try:
-            self._after(route, call, response, parsed)
+            if parsed is not None:
+                self._after(route, call, response, parsed)
+                return
         except Exception as exc:
             report_failure("read a response", exc)
+        if call.reservation is not None:
+            call.reservation.settle(call.reservation.amount)
 
     def _after(self, route: str, call: CallInfo, response: Any, parsed: Any) -> None:
         if route == MESSAGE:
@@ -158,7 +209,9 @@ class Hook:
             else:
                 self._record_message(call, parsed)
         elif route == BATCH_CREATE:
-            self._remember_batch(field_of(parsed, "id"), call.request_type)
+            if call.reservation is not None:
+                call.reservation.keep()
+            self._remember_batch(field_of(parsed, "id"), call.request_type, call.holder)
         else:
             _wrap_items(parsed, lambda item: self._batch_item(call, item), _noop)
 
@@ -176,10 +229,12 @@ class Hook:
         attach_body_watch(response.http_response, tally.finish)
         _wrap_items(stream, tally.item, tally.finish)
 
-    def _remember_batch(self, batch_id: object, request_type: str) -> None:
+    def _remember_batch(self, batch_id: object, request_type: str, holder: str | None) -> None:
+        """Keeps a created batch's request type, and the allowance its worst case was reserved from, for its
+        results: their cost is credited there."""
         if isinstance(batch_id, str):
             with self._batch_lock:
-                self._batch_types[batch_id] = request_type
+                self._batch_types[batch_id] = (request_type, holder)
                 while len(self._batch_types) > _MAX_BATCHES:
                     self._batch_types.popitem(last=False)
 
@@ -198,6 +253,12 @@ def _input_bound(body: Mapping[str, Any] | None) -> int:
     except Exception as exc:
         report_failure("estimate a streamed request's input tokens", exc)
         return 0
+
+
+def _unbilled(call: CallInfo | None) -> None:
+    """A call that failed (an exception, or an error status: not billed) gives back its whole reservation."""
+    if call is not None and call.reservation is not None:
+        call.reservation.settle(0.0)
 
 
 def _unparsed_body(response: Any, call: CallInfo, error: Exception) -> Any:

@@ -13,6 +13,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from ..pricing import PriceTable, TokenUsage
+from ._allowance import Reservation
 from ._failures import report_failure
 from ._pending import Pending
 from ._tracer import TracerChoice
@@ -50,6 +51,8 @@ class CallInfo:
     batch_id: str | None = None
     content: Attributes | None = None
     input_tokens_bound: int = 0  # streams: the request's input estimated from its size, used if no usage comes
+    reservation: Reservation | None = None  # the worst case taken from this process's allowance, settled here
+    holder: str | None = None  # the allowance the cost is credited to at the daemon
 
 
 def _token_attributes(usage: TokenUsage) -> Attributes:
@@ -126,10 +129,15 @@ class Recorder:
         self.pending.put((call, usage_obj, response_id, response_model, extra, error, estimate, self.clock_ns()))
 
     def _process(self, item: tuple[Any, ...]) -> None:
+        """Emits one span, then settles the call's reservation to its cost (to all of it if that is unknown)."""
+        call: CallInfo = item[0]
+        cost: float | None = None
         try:
-            self._emit(*item)
+            cost = self._emit(*item)
         except Exception as exc:
             report_failure("record a cost span", exc)
+        if call.reservation is not None:
+            call.reservation.settle(call.reservation.amount if cost is None else cost)
 
     def _emit(
         self,
@@ -141,9 +149,10 @@ class Recorder:
         error: bool,
         estimate: str | None,
         end_ns: int,
-    ) -> None:
+    ) -> float | None:
         """Starts the span with what a sampler may decide on, and only if it is recording prices the usage and
-        adds the rest: a span the application's sampler drops costs no pricing and no attribute building.
+        adds the rest: a span the application's sampler drops costs no pricing and no attribute building
+        (unless the call holds a reservation, which needs its cost). Returns the cost in USD, when priced.
 
         A failure while building leaves the span unended, so it is never exported half-made.
         """
@@ -156,11 +165,16 @@ class Recorder:
             start_time=call.start_ns,
         )
         if not span.is_recording():
-            return
-        span.set_attributes(self._attributes(call, model, usage_obj, response_id, response_model, extra, estimate))
+            if call.reservation is None:
+                return None
+            return float(self.prices.cost(model, _usage(call, usage_obj)).total_usd)
+        attributes = self._attributes(call, model, usage_obj, response_id, response_model, extra, estimate)
+        span.set_attributes(attributes)
         if error:
             span.set_status(Status(StatusCode.ERROR, "the response stream did not finish"))
         span.end(end_time=end_ns)
+        cost = attributes["gen_ai.usage.cost.amount"]
+        return cost if isinstance(cost, float) else None
 
     def _attributes(
         self,
@@ -173,11 +187,7 @@ class Recorder:
         estimate: str | None,
     ) -> Attributes:
         """The span's priced attributes, beyond those it was started with."""
-        usage = (
-            TokenUsage.from_anthropic(usage_obj, batch=call.batch_id is not None)
-            if usage_obj is not None
-            else TokenUsage()
-        )
+        usage = _usage(call, usage_obj)
         cost = self.prices.cost(model, usage)
         flags = (estimate, *cost.flags) if estimate else cost.flags
         attributes: Attributes = {
@@ -212,11 +222,19 @@ class Recorder:
             attributes["gen_ai.request.stream"] = True
         if call.batch_id:
             attributes["watcher.batch.id"] = call.batch_id
+        if call.holder:
+            attributes["watcher.allowance.holder"] = call.holder
         if call.content:
             attributes.update(call.content)
         if extra:
             attributes.update(extra)
         return attributes
+
+
+def _usage(call: CallInfo, usage_obj: object) -> TokenUsage:
+    if usage_obj is None:
+        return TokenUsage()
+    return TokenUsage.from_anthropic(usage_obj, batch=call.batch_id is not None)
 
 
 def _sampling_attributes(call: CallInfo) -> Attributes:

@@ -21,6 +21,7 @@ TITLES = {
     "engaged": "watcher: kill switch engaged by hand",
     "reengaged": "watcher: KILL SWITCH engaged again",
     "release": "watcher: kill switch released",
+    "exhausted": "watcher: budget exhausted, calls refused",
 }
 
 

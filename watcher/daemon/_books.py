@@ -13,11 +13,18 @@ from typing import Protocol
 from watcher.budgets import Budget, BudgetState, Window, period_window
 from watcher.ledger import Entry, Scope, from_nanos, to_micros
 
-from ._messages import alert_message, hand_release_terms, money, reengaged_message, release_message
+from ._messages import (
+    alert_message,
+    exhausted_message,
+    hand_release_terms,
+    money,
+    reengaged_message,
+    release_message,
+)
 from ._revision import Revision
 from ._state import BudgetEvent, EventRecord, Override, StateStore
 
-__all__ = ["Books", "BudgetView", "Hold"]
+__all__ = ["Books", "BudgetView", "Hold", "Line"]
 
 Clock = Callable[[], datetime]
 
@@ -74,6 +81,21 @@ class BudgetView:
     @property
     def resets_at(self) -> datetime:
         return self.state.window[1]
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """Where a budget stands against its hard line now, for lending its headroom (`Books.line`).
+
+    `line_usd` is the spend past which no call may go: the kill line, or a hand release's ceiling
+    while one holds, and 0 while the switch is engaged (nothing more may be spent).
+    """
+
+    budget: Budget
+    window: Window
+    line_usd: Decimal
+    spend_usd: Decimal
+    engaged: bool
 
 
 _FIELDS = ("request_type", "model", "service", "environment")
@@ -158,6 +180,47 @@ class Books:
         total = self._ledger.spend(budget.scope, *window)
         self._totals[budget.name] = (window, total, now)
         return total
+
+    def line(self, name: str) -> Line:
+        """`name`'s spend and hard line in its current window (KeyError for an unknown budget).
+
+        Call with `lock` held to read the spend together with what was credited against it. The
+        engaged state and hand release are those of the last evaluation.
+        """
+        budget = self.budgets[name]
+        now = self._clock()
+        window = period_window(budget.period, budget.timezone, now)
+        spend = self._spend(budget, window, now)
+        view = self.views.get(name)
+        current = view is not None and view.state.window == window
+        engaged = current and view is not None and view.engaged
+        hold = view.release if current and view is not None else None
+        line = Decimal(0) if engaged else hold.ceiling_usd if hold else budget.kill_at * budget.limit_usd
+        return Line(budget, window, line, spend, engaged)
+
+    def covering(self, entry: Entry) -> list[tuple[str, int]]:
+        """The budgets whose running window holds `entry` and whose scope covers it, with each window's start
+        in microseconds: where spend from an allowance is credited (lock held)."""
+        found = []
+        for name, (window, _, _) in self._totals.items():
+            since = to_micros(window[0])
+            if since <= entry.time_us < to_micros(window[1]) and self._matchers[name](entry):
+                found.append((name, since))
+        return found
+
+    def exhausted(self, name: str, need_usd: Decimal, lent_usd: Decimal) -> None:
+        """Records, once per window, that `name`'s spend left less than a call's worst case before its line.
+
+        Calls are then refused by their allowances, not by the kill switch: spend stops just short
+        of the line, so the threshold itself may never be reached. The event (kind `exhausted`)
+        tells the alert targets so.
+        """
+        with self.lock:
+            line = self.line(name)
+            if line.engaged or line.spend_usd + need_usd <= line.line_usd:
+                return
+            message = exhausted_message(line.budget, line.spend_usd, line.line_usd, need_usd, lent_usd)
+            self._emit(line.budget, line.window, "exhausted", self._clock(), message)
 
     def now(self) -> datetime:
         """The books' clock (injected, so tests and metrics agree on the time)."""

@@ -13,6 +13,7 @@ from watcher.reporting import report_window, row_json
 
 from ._books import Books, BudgetView, Hold
 from ._decode import SpanRecord
+from ._lending import Lender
 from ._metrics import Counters, SpendCounters
 from ._mismatch import MismatchLog, cost_checker
 from ._normalize import normalize
@@ -63,8 +64,9 @@ class Daemon:
         default_request_type: str,
         max_span_age: timedelta = timedelta(days=30),
         cost_mismatch_factor: float = 2.0,
+        lender: Lender | None = None,
     ) -> None:
-        self.ledger, self.prices, self.books = ledger, prices, books
+        self.ledger, self.prices, self.books, self.lender = ledger, prices, books, lender
         self.default_request_type = default_request_type
         self.counters = Counters()
         self.spend = SpendCounters()
@@ -72,13 +74,17 @@ class Daemon:
         self._warn = MismatchLog(cost_mismatch_factor)
         self._behind_us, self._ahead_us = max_span_age // _MICROSECOND, MAX_SPAN_AHEAD // _MICROSECOND
 
-    def ingest(self, spans: Sequence[SpanRecord | Entry]) -> IngestResult:
+    def ingest(self, spans: Sequence[SpanRecord | Entry], holders: Mapping[str, str] | None = None) -> IngestResult:
+        """Stores `spans`; `holders` maps the keys of entries the decoder made to the allowance each names."""
         now = to_micros(self.books.now())  # the injected clock
         window = (now - self._behind_us, now + self._ahead_us)
         normalized = normalize(spans, self.prices, default_request_type=self.default_request_type, window=window)
         with self.books.lock:  # no budget resync may fall between the commit and the running totals
             appended = self.ledger.append(normalized.entries)
             self.books.add(appended.new_entries, appended.replaced)
+            if self.lender is not None and (holders or normalized.holders):
+                credited = _credited(appended.new_entries, appended.replaced)
+                self.lender.credit(credited, {**(holders or {}), **normalized.holders})
         self._count(len(spans), len(normalized.entries), appended.inserted + appended.upgraded, normalized)
         self.spend.add(appended.new_entries, appended.replaced)
         if appended.new_entries or appended.replaced:
@@ -109,7 +115,15 @@ class Daemon:
         with self.books.lock:  # the revision and the views it marks, read together
             revision = self.books.revision.value
             engaged = [self._switch_json(view) for view in self.books.views.values() if view.engaged]
-        return {"version": 1, "revision": revision, "generated_at": _iso(now), "engaged": engaged}
+        budgets = [{"budget": b.name, "scope": _scope_json(b.scope)} for b in self.books.budgets.values()]
+        return {
+            "version": 1,
+            "revision": revision,
+            "generated_at": _iso(now),
+            "engaged": engaged,
+            "budgets": budgets,
+            "allowances": self.lender is not None,
+        }
 
     def await_switches(self, seen: str | None, wait_s: float) -> None:
         """Blocks while the kill switches' revision is still `seen`, for at most `wait_s` (the long poll).
@@ -187,6 +201,12 @@ class Daemon:
             "release": _hold_json(hold) if hold else None,
             "events": [_event_json(record) for record in self.books.events(view.budget.name)],
         }
+
+
+def _credited(entries: Sequence[Entry], replaced: Sequence[tuple[Entry, Entry]]) -> list[Entry]:
+    """What stored spend to credit to allowances: new entries, and what an upgrade added to a stored one."""
+    more = [new._replace(cost_nanos=new.cost_nanos - old.cost_nanos) for old, new in replaced]
+    return [*entries, *(entry for entry in more if entry.cost_nanos > 0)]
 
 
 def _hold_json(hold: Hold) -> dict[str, Any]:

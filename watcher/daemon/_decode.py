@@ -10,6 +10,7 @@ from typing import Any
 from watcher.daemon._fast import watcher_entry
 from watcher.daemon._normalize import resource_place
 from watcher.daemon._otlp import (
+    ALLOWANCE_HOLDER,
     BOOL_KEYS,
     DOUBLE_KEYS,
     INT_KEYS,
@@ -50,7 +51,12 @@ class DecodeError(WatcherError):
 
 
 def decode_request(
-    body: bytes, content_type: str, *, default_request_type: str = "unlabeled", fast: bool = True
+    body: bytes,
+    content_type: str,
+    *,
+    default_request_type: str = "unlabeled",
+    fast: bool = True,
+    holders: dict[str, str] | None = None,
 ) -> list[SpanRecord | Entry]:
     """Every span of an uncompressed OTLP `ExportTraceServiceRequest` body, in order.
 
@@ -60,11 +66,13 @@ def decode_request(
     watcher's own cost spans in protobuf come out as finished Entries, exactly as `normalize`
     would make them (with `default_request_type` for a span without one): the hot path, see
     `_fast`. Every other span comes out as a SpanRecord for `normalize`; with `fast=False`
-    every span does (the general path, which the fast one is tested against).
+    every span does (the general path, which the fast one is tested against). For the Entries,
+    the allowance each names (`watcher.allowance.holder`) goes into `holders`, by entry key, when
+    given: SpanRecords keep theirs among their attributes.
     """
     media = content_type.split(";", 1)[0].strip().lower()
     if media in _PROTOBUF:
-        return _from_protobuf(body, default_request_type if fast else None)
+        return _from_protobuf(body, default_request_type if fast else None, holders)
     if media == _JSON:
         return _from_json(body)
     raise DecodeError(f"unsupported content type {content_type!r}: send application/x-protobuf or application/json")
@@ -73,7 +81,9 @@ def decode_request(
 # --- protobuf ---------------------------------------------------------------------------------
 
 
-def _from_protobuf(body: bytes, default_request_type: str | None) -> list[SpanRecord | Entry]:
+def _from_protobuf(
+    body: bytes, default_request_type: str | None, holders: dict[str, str] | None = None
+) -> list[SpanRecord | Entry]:
     """The spans of a protobuf body; watcher's cost spans as Entries unless `default_request_type` is None."""
     request: Any = TrimmedRequest()
     try:
@@ -91,6 +101,9 @@ def _from_protobuf(body: bytes, default_request_type: str | None) -> list[SpanRe
                     entry = watcher_entry(span.attributes, span, place, default_request_type)
                     if entry is not None:
                         append(entry)
+                        holder = span.attributes.get(ALLOWANCE_HOLDER)
+                        if holder is not None and holders is not None and holder.string_value:
+                            holders[entry.key] = holder.string_value
                         continue
                 trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
                 attributes = _proto_attributes(span.attributes, _SPAN_FIELDS)

@@ -21,6 +21,7 @@ from ._body import BodyError, body_length, read_body
 from ._core import Daemon
 from ._exposition import Scrape
 from ._ingest import Ingestor, Verdict, export_response
+from ._lending import LoanRequest
 
 __all__ = ["MAX_WAIT_S", "DaemonServer"]
 
@@ -112,6 +113,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if path == "/v1/traces":
             self._traces(length)
+        elif path == "/v1/allowances":
+            self._admin(length, self._allowances)
         elif path.startswith("/v1/killswitch/") and path.endswith(("/engage", "/release")):
             self._admin(length, lambda body: self._switch(path, body))
         else:
@@ -186,6 +189,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, json_format.MessageToJson(response).encode(), "application/json")
         else:
             self._send(200, response.SerializeToString(), "application/x-protobuf")
+
+    def _allowances(self, body: bytes) -> None:
+        """Lends budget headroom to a hook process (docs/api.md); 404 from a daemon without a lender."""
+        lender = self.server.core.lender
+        if lender is None:
+            self._json(404, {"error": "this daemon lends no allowances"})
+            return
+        try:
+            answer = lender.lend(LoanRequest.parse(body))
+        except KeyError as error:
+            self._json(404, {"error": str(error.args[0])})
+            return
+        except ValueError as error:
+            self._json(400, {"error": str(error)})
+            return
+        self._json(200, answer)
 
     def _switch(self, path: str, body: bytes) -> None:
         name, action = path.removeprefix("/v1/killswitch/").rsplit("/", 1)

@@ -97,14 +97,15 @@ class Ingestor:
     def _store(self, read: Callable[[], bytes], media: str, encoding: str, dropped: str | None) -> Outcome:
         try:
             body = inflate(read(), encoding, self.max_request_bytes)
-            spans = decode_request(body, media, default_request_type=self._daemon.default_request_type)
+            holders: dict[str, str] = {}
+            spans = decode_request(body, media, default_request_type=self._daemon.default_request_type, holders=holders)
         except BodyError as error:
             return Outcome(_BODY_VERDICTS.get(error.status, Verdict.INVALID), str(error))
         except DecodeError as error:
             return Outcome(Verdict.INVALID, f"not a valid OTLP trace export: {error}")
         del body
         try:
-            result = self._daemon.ingest(spans)
+            result = self._daemon.ingest(spans, holders)
         except Exception as error:  # a retry is safe whatever failed: a resent batch is deduplicated
             self._failure = f"the last ledger commit failed: {_describe(error)}"
             log.error("could not store a batch (%s); answering retry-later", _describe(error))

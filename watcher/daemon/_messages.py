@@ -72,6 +72,17 @@ def release_message(budget: Budget, how: str) -> str:
     return f"Kill switch for budget {budget.name!r} released: {how}. Calls in its scope go ahead again."
 
 
+def exhausted_message(
+    budget: Budget, spend_usd: Decimal, line_usd: Decimal, need_usd: Decimal, lent_usd: Decimal
+) -> str:
+    """The text of an `exhausted` event: spend is within one call's worst case of the hard line."""
+    return (
+        f"Budget {budget.name!r} (scope {_scope_text(budget.scope)}) is exhausted: spend {money(spend_usd)} "
+        f"(with {money(lent_usd)} lent to running processes) leaves less than a call's worst case "
+        f"({money(need_usd)}) before its line of {money(line_usd)}. Calls in its scope are refused."
+    )
+
+
 def hand_release_terms(budget: Budget, until: datetime, ceiling_usd: Decimal) -> str:
     """Why a hand release holds: "it was released by hand until ..., or until spend reaches ..."."""
     return f"it was released by hand until {_local(budget, until)}, or until spend reaches {money(ceiling_usd)}"

@@ -63,6 +63,8 @@ class Normalized:
     ignored: int = 0
     rejected_by: dict[str, int] = field(default_factory=dict)
     """Rejected spans per kind of reason (one of `REJECTIONS`); the counts add up to `rejected`."""
+    holders: dict[str, str] = field(default_factory=dict)
+    """Entry key to the allowance its cost was reserved from, for the entries that name one."""
 
 
 class _Malformed(Exception):
@@ -121,6 +123,9 @@ def normalize(
                 result.ignored += 1
             else:
                 result.entries.append(entry)
+                holder = span.attributes.get(names.ALLOWANCE_HOLDER)
+                if isinstance(holder, str):
+                    result.holders[entry.key] = holder
     return result
 
 

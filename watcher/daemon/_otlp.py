@@ -9,6 +9,7 @@ from google.protobuf.descriptor_pb2 import FieldDescriptorProto
 from google.protobuf.message import Message
 
 __all__ = [
+    "ALLOWANCE_HOLDER",
     "BATCH_ID",
     "BATCH_SAVINGS_USD",
     "BOOL_KEYS",
@@ -93,6 +94,8 @@ PRICING_VERSION = "watcher.pricing.version"
 REQUEST_TYPE = "watcher.request_type"
 PLATFORM = "watcher.platform"
 BATCH_ID = "watcher.batch.id"
+ALLOWANCE_HOLDER = "watcher.allowance.holder"
+"""The id of the allowance a call's cost was reserved from (docs/enforcement.md): its spend is credited there."""
 
 SERVICE_NAME = "service.name"
 ENVIRONMENT = ("deployment.environment.name", "deployment.environment")
@@ -116,6 +119,7 @@ SPAN_KEYS = USAGE_KEYS | {
     REQUEST_TYPE,
     PLATFORM,
     BATCH_ID,
+    ALLOWANCE_HOLDER,
 }
 """Every span attribute normalisation reads; the decoder keeps these and drops the rest."""
 

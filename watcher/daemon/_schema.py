@@ -6,7 +6,7 @@ import sqlite3
 
 __all__ = ["VERSION", "migrate"]
 
-VERSION = 1
+VERSION = 2
 
 # An event is one row, keyed by budget, window, kind and cause: 0 for events of a threshold or a period
 # end (one per window), the `seq` of the hand action for events a hand action caused (one per action).
@@ -45,6 +45,23 @@ CREATE TABLE overrides (
     PRIMARY KEY (budget, window_start_us)
 );
 """
+# Allowances lent to hook processes (docs/enforcement.md): one row per holder (a process's allowance id),
+# budget and window. What is still out is `granted_nanos - credited_nanos` while `expires_us` is ahead:
+# spans the daemon stored that carry the holder's id are credited to its row, moving that spend from
+# "lent" to "committed". Several daemons sharing one store sum the same rows.
+_ALLOWANCES = """
+CREATE TABLE allowances (
+    holder TEXT NOT NULL,
+    budget TEXT NOT NULL,
+    window_start_us INTEGER NOT NULL,
+    granted_nanos INTEGER NOT NULL DEFAULT 0,
+    credited_nanos INTEGER NOT NULL DEFAULT 0,
+    expires_us INTEGER NOT NULL,
+    service TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (holder, budget, window_start_us)
+);
+CREATE INDEX allowances_by_budget ON allowances (budget, window_start_us, expires_us);
+"""
 # Version 0 had one `delivered` flag per event (set when apprise took it for every URL at once), no
 # cause, and overrides without seq, until or spend. Its rows are kept: a delivered event stays settled
 # (never sent again), an undelivered one is pending for every target, rows keep their order.
@@ -82,9 +99,11 @@ def migrate(db: sqlite3.Connection) -> None:
 
 
 def _steps(db: sqlite3.Connection, version: int) -> None:
-    """Runs the statements that take a file at `version` (0: empty, or the first schema) to `VERSION`."""
+    """Runs the statements that take a file at `version` to `VERSION`: 0 is empty, or the first schema (one
+    delivery flag per event); 1 has no allowances."""
     has_events = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'budget_events'").fetchone()
-    script = _FROM_0.format(tables=_TABLES) if has_events else _TABLES + _OVERRIDES
+    to_1 = _FROM_0.format(tables=_TABLES) if has_events else _TABLES + _OVERRIDES
+    script = (to_1 if version < 1 else "") + _ALLOWANCES
     for statement in script.split(";"):  # executescript would commit the open transaction
         if statement.strip():
             db.execute(statement)

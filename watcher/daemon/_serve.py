@@ -25,6 +25,7 @@ from ._exposition import Exposition, metrics_registry
 from ._grpc import start_grpc
 from ._http import DaemonServer
 from ._ingest import Ingestor
+from ._lending import Lender
 from ._metrics import WatcherCollector
 from ._state import StateStore
 
@@ -94,9 +95,15 @@ class Running:
         return self
 
     def _tick(self, tick_s: float) -> None:
+        ticks = 0
         while not self.ticker.wait(tick_s):
+            ticks += 1
             try:
                 self.books.evaluate()
+                if self.daemon.lender is not None:
+                    self.daemon.lender.flush()
+                    if ticks % 600 == 0:
+                        self.daemon.lender.prune()
             except Exception:
                 log.exception("budget evaluation failed; retrying at the next tick")
 
@@ -108,6 +115,8 @@ class Running:
             self.grpc_server.stop(grace=5).wait()
         self.server.shutdown()
         self.server.server_close()
+        if self.daemon.lender is not None:
+            self.daemon.lender.flush()
         self.dispatcher.stop()
         self.ledger.close()
         self.store.close()
@@ -149,6 +158,7 @@ def build(
         ledger,
         prices,
         books,
+        lender=Lender(books, store, ttl_s=settings.allowance_ttl_s),
         default_request_type=settings.default_request_type,
         max_span_age=timedelta(days=settings.max_span_age_days),
         cost_mismatch_factor=settings.cost_mismatch_factor,

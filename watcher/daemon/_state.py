@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -225,6 +225,87 @@ class StateStore:
         action, at, seq, until, spend = row
         until_at = None if until is None else _moment(until)
         return Override(action, _moment(at), seq, until_at, None if spend is None else from_nanos(spend))
+
+    def lend(
+        self,
+        holder: str,
+        budget: str,
+        window_start_us: int,
+        decide: Callable[[int], int],
+        *,
+        now_us: int,
+        expires_us: int,
+        service: str = "",
+    ) -> tuple[int, int]:
+        """Lends to `holder` what `decide(available_nanos)` grants of `budget`'s window; returns (granted, lent).
+
+        In one write transaction, so daemons sharing the store never lend the same headroom twice:
+        reads what every live allowance of that window still holds (`granted - credited` while not
+        expired, this holder's included), hands it to `decide`, which returns the nano-dollars to
+        add to the holder's grant, and renews the holder's expiry. `granted` is the holder's
+        total grant in the window after the loan, `lent` what all holders held before it.
+        """
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            (lent,) = self._db.execute(
+                "SELECT COALESCE(SUM(MAX(granted_nanos - credited_nanos, 0)), 0) FROM allowances "
+                "WHERE budget = ? AND window_start_us = ? AND expires_us > ?",
+                (budget, window_start_us, now_us),
+            ).fetchone()
+            row = self._db.execute(
+                "SELECT granted_nanos, credited_nanos, expires_us FROM allowances "
+                "WHERE holder = ? AND budget = ? AND window_start_us = ?",
+                (holder, budget, window_start_us),
+            ).fetchone()
+            grant = max(0, decide(int(lent)))
+            if row is None:
+                granted = grant
+            elif row[2] <= now_us:  # expired: what it held went back; start again from what it spent
+                granted = max(row[0], row[1]) + grant
+            else:
+                granted = row[0] + grant
+            self._db.execute(
+                "INSERT INTO allowances (holder, budget, window_start_us, granted_nanos, expires_us, service) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET granted_nanos = excluded.granted_nanos, "
+                "expires_us = excluded.expires_us",
+                (holder, budget, window_start_us, granted, expires_us, service),
+            )
+        return granted, int(lent)
+
+    def give_back(self, holder: str, budget: str, window_start_us: int, used_nanos: int) -> None:
+        """Takes back what `holder` says it will not spend: its grant becomes `used_nanos` (never more than it was)."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE allowances SET granted_nanos = MIN(granted_nanos, ?) "
+                "WHERE holder = ? AND budget = ? AND window_start_us = ?",
+                (used_nanos, holder, budget, window_start_us),
+            )
+
+    def credit(self, credits: Mapping[tuple[str, str, int], int]) -> None:
+        """Adds stored spend to the allowances it was drawn from, keyed (holder, budget, window start), in one
+        transaction; spend of an allowance this store never lent is not kept."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
+                "UPDATE allowances SET credited_nanos = credited_nanos + ? "
+                "WHERE holder = ? AND budget = ? AND window_start_us = ?",
+                [(nanos, *key) for key, nanos in credits.items()],
+            )
+
+    def lent(self, budget: str, window_start_us: int, now_us: int) -> tuple[int, int]:
+        """What live allowances of that window still hold, in nano-dollars, and how many holders hold one."""
+        with self._lock:
+            total, holders = self._db.execute(
+                "SELECT COALESCE(SUM(MAX(granted_nanos - credited_nanos, 0)), 0), COUNT(*) FROM allowances "
+                "WHERE budget = ? AND window_start_us = ? AND expires_us > ?",
+                (budget, window_start_us, now_us),
+            ).fetchone()
+        return int(total), int(holders)
+
+    def prune_allowances(self, before_us: int) -> int:
+        """Forgets allowances that expired before `before_us` (their spend is in the ledger); returns how many."""
+        with self._lock:
+            return self._db.execute("DELETE FROM allowances WHERE expires_us < ?", (before_us,)).rowcount
 
     def close(self) -> None:
         with self._lock:
