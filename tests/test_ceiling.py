@@ -125,6 +125,15 @@ def test_asking_for_more_modifiers_than_the_call_used_still_bounds_it(
 AT = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
 
+@pytest.mark.parametrize("model", TABLE.models)
+def test_float_rounding_never_brings_the_ceiling_under_the_exact_cost(model: str) -> None:
+    """Rates like $8/M (0.000008) are a hair above their nearest float; the ceiling is nudged up to stay above."""
+    for prompt, output in ((1, 0), (0, 1), (3, 7), (1000, 1000), (123_457, 65_537), (99_999, 3)):
+        dearest = TokenUsage(cache_write_1h_tokens=prompt, output_tokens=output)
+        exact = TABLE.cost(model, dearest, at=AT).total_usd
+        assert Decimal(TABLE.ceiling(model, at=AT).cost(prompt, output)) >= exact
+
+
 def test_crossing_the_long_context_threshold_switches_to_the_long_rates() -> None:
     """Claude Haiku 5.5 bills the whole call at its higher row over 100K prompt tokens: one token more, 5x the rate."""
     ceiling = TABLE.ceiling("claude-haiku-5-5", at=AT)
