@@ -1,7 +1,8 @@
 """Exact USD pricing of Claude API calls from token usage and a dated price table."""
 
+from watcher.pricing._ceiling import Ceiling
 from watcher.pricing._engine import PriceTable
 from watcher.pricing._load import default_price_table, load_price_table
 from watcher.pricing._usage import Cost, TokenUsage
 
-__all__ = ["Cost", "PriceTable", "TokenUsage", "default_price_table", "load_price_table"]
+__all__ = ["Ceiling", "Cost", "PriceTable", "TokenUsage", "default_price_table", "load_price_table"]

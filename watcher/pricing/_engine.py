@@ -10,6 +10,7 @@ from decimal import Decimal
 from types import MappingProxyType
 
 from watcher.exceptions import PricingError
+from watcher.pricing._ceiling import Ceiling, make_ceiling
 from watcher.pricing._check import ClaimCheck, make_claim_checker
 from watcher.pricing._names import candidates
 from watcher.pricing._rates import BATCH, FAST, GEO, LONG, ModelPrices, Rates, Vector
@@ -125,6 +126,31 @@ class PriceTable:
             sum((n * rate for n, rate in zip(counts, rates.vectors[b], strict=True) if n), tools) for b in (bits, most)
         )
         return least, highest
+
+    def ceiling(
+        self, model: str, *, at: datetime, batch: bool = False, fast: bool = False, us_geo: bool = False
+    ) -> Ceiling:
+        """Rates bounding what one call of ``model`` can cost at ``at``, for reserving spend before it is sent.
+
+        ``Ceiling.cost(n, m, s)`` is never below ``cost(model, usage, at=at)`` for any usage with at
+        most ``n`` prompt tokens of any kind, ``m`` output tokens and ``s`` web searches, batch
+        exactly as ``batch``, and fast mode or US-only inference only where asked for; a budget
+        cannot recover from spend reserved too low. ``fast`` and ``us_geo`` change nothing on a
+        model (or date) whose prices have no such modifier, as in ``cost``. An unknown model gets
+        the ceiling of the prices ``cost`` would estimate it at, marked ``estimated``. Raises
+        ``PricingError`` for a naive ``at``.
+        """
+        if at.utcoffset() is None:
+            raise PricingError(f"`at` must be timezone-aware, got naive {at.isoformat()}; pass tzinfo=UTC")
+        match = self._matches.get(model) or self._match(model)
+        prices = match.prices
+        rates = prices.periods[0] if not prices.starts else prices.at(at)
+        bits = BATCH if batch else 0
+        if us_geo and rates.us_geo:
+            bits |= GEO
+        if fast and rates.fast is not None:
+            bits |= FAST
+        return make_ceiling(rates, bits, self._search, model=prices.id, estimated=match.estimated)
 
     def claim_checker(self, factor: Decimal) -> ClaimCheck:
         """A function telling whether a cost claimed for some usage is within `factor` of this table's price.
