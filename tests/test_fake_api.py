@@ -7,6 +7,7 @@ import http.client
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,10 @@ import httpx2
 import pytest
 from anthropic.lib.vertex import AnthropicVertex
 
+from watcher._fake._batches import BatchStore
+from watcher._fake._http import FakeHTTPServer
+from watcher._fake._reply import ReplyQueue
+from watcher._fake._routes import Routes
 from watcher.testing import FakeAnthropic, FakeReply
 
 HI = [{"role": "user", "content": "hi"}]
@@ -316,6 +321,22 @@ def test_stop_ends_open_keepalive_connections_promptly() -> None:
         stopper.start()
         stopper.join(timeout=20)  # a stop that waited on the connection would hang until the client closed it
         assert not stopper.is_alive()
+
+
+def test_a_burst_of_connects_is_queued_while_the_server_is_busy_accepting() -> None:
+    """A server not yet accepting still completes 64 connects at once (its listen backlog holds them), so
+    many threads connecting together are served, not dropped or reset; a backlog of 5 would time out."""
+    replies = ReplyQueue(FakeReply())
+    server = FakeHTTPServer(("127.0.0.1", 0), Routes(replies, BatchStore(replies)), lambda request: None)
+    address = ("127.0.0.1", int(server.server_address[1]))
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(64):
+            clients.append(socket.create_connection(address, timeout=0.5))
+    finally:
+        for connection in clients:
+            connection.close()
+        server.server_close()
 
 
 def test_clear_forgets_requests_and_queued_replies(client: anthropic.Anthropic, fake: FakeAnthropic) -> None:

@@ -32,6 +32,9 @@ class FakeHTTPServer(ThreadingHTTPServer):
     """
 
     daemon_threads = True
+    # socketserver's default listen backlog is 5: fifty clients connecting at once overflow it, and the
+    # kernel drops or resets the surplus (the SDK sees ReadError), an error the real API does not make.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], routes: Routes, record: Callable[[RecordedRequest], None]) -> None:
         super().__init__(address, _Handler)
