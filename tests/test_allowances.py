@@ -138,8 +138,8 @@ def test_threads_racing_to_the_line_never_pass_it(running: Running, hooked: anth
 
 def test_an_allowance_lost_with_its_process_expires_and_its_headroom_returns(running: Running, clock: Clock) -> None:
     """A holder that never comes back keeps its grant only until the allowance's time runs out."""
-    first = lend(running, "lost-holder-1", want=0.011, need=0.0)
-    assert first["granted_usd"] == pytest.approx(0.006)  # half of what is free: the rest stays for others
+    first = lend(running, "lost-holder-1", want=0.011, need=0.011)
+    assert first["granted_usd"] == pytest.approx(0.011)
     assert lend(running, "other-holder", want=0.011, need=0.007)["refused"] is True
     clock.now += timedelta(seconds=31)
     again = lend(running, "other-holder", want=0.011, need=0.007)
@@ -150,12 +150,12 @@ def test_allowances_out_survive_a_daemon_restart(tmp_path: Path, clock: Clock) -
     """What was lent before a restart still counts after it, until it expires."""
     daemon = start(tmp_path, clock)
     try:
-        lend(daemon, "holder-before", want=0.011)
+        lend(daemon, "holder-before", want=0.011, need=0.011)
     finally:
         daemon.stop()
     again = start(tmp_path, clock)
     try:
-        assert again.daemon.lender.lent("loop")[0] == Decimal("0.006")  # type: ignore[union-attr]
+        assert again.daemon.lender.lent("loop")[0] == Decimal("0.011")  # type: ignore[union-attr]
         assert lend(again, "holder-after", want=0.011, need=0.007)["refused"] is True
     finally:
         again.stop()

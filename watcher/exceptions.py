@@ -18,10 +18,12 @@ class PricingError(WatcherError):
 
 
 class BudgetExceeded(WatcherError):
-    """A budget's kill switch covers this call, so it was refused before a byte was sent.
+    """A budget covers this call and has no room for it, so it was refused before a byte was sent.
 
-    Raised by the instrumentation hook instead of the Anthropic call. It is the one error the
-    hook lets through to the application on purpose.
+    Raised by the instrumentation hook instead of the Anthropic call: when the budget's kill
+    switch is engaged, or when what is left before its kill line cannot cover the call's worst
+    case (docs/enforcement.md). It is the one error the hook lets through to the application on
+    purpose. `spend_usd` is the budget's spend as last known to this process.
     """
 
     def __init__(
@@ -31,6 +33,7 @@ class BudgetExceeded(WatcherError):
         spend_usd: float,
         limit_usd: float,
         resets_at: datetime | None = None,
+        reason: str = "is over its kill threshold",
     ) -> None:
         self.budget = budget
         self.spend_usd = spend_usd
@@ -38,4 +41,4 @@ class BudgetExceeded(WatcherError):
         self.resets_at = resets_at
         reset = f", resets at {resets_at.isoformat()}" if resets_at else ""
         spent, limit = (f"${v:,.2f}" if v >= 10 else f"${v:,.4f}" for v in (spend_usd, limit_usd))
-        super().__init__(f"budget {budget!r} is over its kill threshold: {spent} spent of {limit}{reset}")
+        super().__init__(f"budget {budget!r} {reason}: {spent} spent of {limit}{reset}")

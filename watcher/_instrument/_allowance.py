@@ -61,8 +61,12 @@ class Grant:
         self.spend_usd = self.limit_usd = 0.0
         self.resets_at: datetime | None = None
 
-    def refusal(self) -> BudgetExceeded:
-        return BudgetExceeded(self.budget, spend_usd=self.spend_usd, limit_usd=self.limit_usd, resets_at=self.resets_at)
+    def refusal(self, amount: float) -> BudgetExceeded:
+        """The error for a call of worst case `amount` that this grant, and the daemon, cannot cover."""
+        reason = f"has too little left before its kill line for this call's worst case (${amount:.4f})"
+        return BudgetExceeded(
+            self.budget, spend_usd=self.spend_usd, limit_usd=self.limit_usd, resets_at=self.resets_at, reason=reason
+        )
 
 
 class Session:
@@ -143,8 +147,14 @@ class Allowances:
         self._thread = threading.Thread(target=self._run, name="watcher-allowances", daemon=True)
 
     def start(self) -> Allowances:
+        self._board.allowances_decide = True
         self._thread.start()
         return self
+
+    def uncovered(self) -> None:
+        """For a call no budget's grant covers: refused failing closed while the daemon cannot be reached."""
+        if self._fail_closed and not self._board.reachable:
+            raise BudgetExceeded(UNREACHABLE, spend_usd=0.0, limit_usd=0.0)
 
     # --- the call path ---------------------------------------------------------------------------
 
@@ -185,7 +195,7 @@ class Allowances:
                 taken = self._take(budgets, amount)
             if taken is not None:
                 return taken
-        raise self._short(budgets, amount).refusal()
+        raise self._short(budgets, amount).refusal(amount)
 
     def _take(self, budgets: tuple[str, ...], amount: float) -> Reservation | None:
         with self._lock:
@@ -280,9 +290,10 @@ class Allowances:
         grant = session.grants[name]
         if final:
             return {"budget": name, "used_usd": max(grant.used, 0.0)}
-        want = max(self._want(grant, now), need * 4) - (grant.granted - grant.used)
+        balance = max(grant.granted - grant.used, 0.0)
+        want = max(self._want(grant, now), need * 4) - balance
         grant.mark = (grant.drawn, now)
-        return {"budget": name, "want_usd": max(want, need, 0.0), "need_usd": need}
+        return {"budget": name, "want_usd": max(want, need, 0.0), "need_usd": need, "balance_usd": balance}
 
     def _apply(self, session: Session, answer: Any, sent: float) -> None:
         ttl = float(answer["expires_in_s"])
@@ -352,6 +363,7 @@ class Allowances:
             self._request(final=True)
 
     def stop(self) -> None:
+        self._board.allowances_decide = False
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():

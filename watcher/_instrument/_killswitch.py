@@ -144,10 +144,15 @@ class Board:
         self.ready = threading.Event()
         self.fail_closed = fail_closed
         self.reachable = True
+        self.allowances_decide = False
 
     def check(self, request_type: str, model: str | None) -> None:
-        """Raises BudgetExceeded if an engaged switch covers the call. Thread-safe (reads one tuple)."""
-        if not self.reachable and self.fail_closed:
+        """Raises BudgetExceeded if an engaged switch covers the call. Thread-safe (reads one tuple).
+
+        Failing closed, an unreachable daemon refuses every call, unless `allowances_decide`: then
+        the allowances refuse only what no live grant covers (a grant is honoured until it lapses).
+        """
+        if not self.reachable and self.fail_closed and not self.allowances_decide:
             raise BudgetExceeded(UNREACHABLE, spend_usd=0.0, limit_usd=0.0)
         for rule in self.rules:
             if rule.covers(request_type, model):

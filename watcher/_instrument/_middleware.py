@@ -98,7 +98,9 @@ class Hook:
         if route == MESSAGE:
             if self.guard is not None:
                 self.guard(call.request_type, call.request_model)
-            if suppressed(call.parent):
+            if suppressed(call.parent):  # no span, so nothing to credit: no reservation (docs/enforcement.md)
+                if self.allowances is not None:
+                    self.allowances.uncovered()
                 return None
             call.content = self.recorder.request_content(body)
             if call.stream:
@@ -130,6 +132,7 @@ class Hook:
         for model in models:
             budgets += tuple(b for b in self.allowances.budgets_for(call.request_type, model) if b not in budgets)
         if not budgets:
+            self.allowances.uncovered()
             return
         try:
             amount = self.reserver.batch(body) if batch else self.reserver.message(body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -68,6 +69,15 @@ class DaemonServer(ThreadingHTTPServer):
         self.metrics = metrics
         self.request_queue_size = backlog
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away before its answer (a hook process that exited during its long poll) is
+        routine, logged at DEBUG; anything else is logged with its traceback."""
+        error = sys.exc_info()[1]
+        if isinstance(error, BrokenPipeError | ConnectionResetError):
+            log.debug("%s left before its answer (%s)", client_address, type(error).__name__)
+            return
+        log.exception("error while answering %s", client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

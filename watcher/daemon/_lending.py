@@ -28,8 +28,13 @@ __all__ = ["MAX_ASKS", "Lender", "LoanRequest"]
 
 MAX_ASKS = 64
 """The most budgets one allowance request may name."""
-_SHARE = Decimal(2)
-"""One loan takes at most 1/_SHARE of what is free, so the last of the headroom is shared among processes."""
+_SHARE = 2
+"""A loan tops a holder up to at most 1/(_SHARE x holders) of what is free to it (the free headroom and what
+it holds unspent): however many processes ask, together they hold about half of the headroom at most, so a
+process that comes late still finds its share, and loans shrink as the line nears."""
+_FEW = 4
+"""Shares are counted as if at least this many processes held one: the first to ask cannot take the headroom
+that processes starting a moment later will want."""
 _MAX_USD = Decimal(1_000_000)
 _HOLDER_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyz-_.")
 
@@ -37,13 +42,15 @@ _HOLDER_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyz-_.")
 @dataclass(frozen=True, slots=True)
 class Ask:
     """One budget in an allowance request: how much more the holder would like, how much it needs now
-    (a call's worst case it is holding back; 0 for a refill ahead of need), and, when giving back,
-    what it spent."""
+    (a call's worst case it is holding back; 0 for a refill ahead of need), what it has not yet
+    taken of its grant (for its fair share only: what is lent is counted from the store), and,
+    when giving back, what it spent."""
 
     budget: str
     want_usd: Decimal
     need_usd: Decimal
     used_usd: Decimal | None = None
+    balance_usd: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +95,7 @@ def _ask(item: object) -> Ask:
         _usd(item.get("want_usd", 0), "want_usd"),
         _usd(item.get("need_usd", 0), "need_usd"),
         None if used is None else _usd(used, "used_usd"),
+        _usd(item.get("balance_usd", 0), "balance_usd"),
     )
 
 
@@ -168,12 +176,14 @@ class Lender:
         need = to_nanos(ask.need_usd)
         free_at: list[int] = []
 
-        def decide(lent: int) -> int:
+        def decide(lent: int, holders: int) -> int:
             free = to_nanos(line.line_usd) - to_nanos(line.spend_usd) - lent
             free_at.append(free)
             if line.engaged or free < need or free <= 0:
                 return 0
-            return min(free, max(need, min(to_nanos(ask.want_usd), int(free / _SHARE))))
+            balance = to_nanos(ask.balance_usd)
+            fair = (free + balance) // (_SHARE * max(holders, _FEW)) - balance
+            return min(free, max(need, min(to_nanos(ask.want_usd), fair)))
 
         granted, lent = self._store.lend(
             request.holder,

@@ -231,24 +231,25 @@ class StateStore:
         holder: str,
         budget: str,
         window_start_us: int,
-        decide: Callable[[int], int],
+        decide: Callable[[int, int], int],
         *,
         now_us: int,
         expires_us: int,
         service: str = "",
     ) -> tuple[int, int]:
-        """Lends to `holder` what `decide(available_nanos)` grants of `budget`'s window; returns (granted, lent).
+        """Lends to `holder` what `decide(lent_nanos, holders)` grants of `budget`'s window; returns (granted, lent).
 
         In one write transaction, so daemons sharing the store never lend the same headroom twice:
         reads what every live allowance of that window still holds (`granted - credited` while not
-        expired, this holder's included), hands it to `decide`, which returns the nano-dollars to
-        add to the holder's grant, and renews the holder's expiry. `granted` is the holder's
-        total grant in the window after the loan, `lent` what all holders held before it.
+        expired, this holder's included) and how many holders hold one (this one included), hands
+        both to `decide`, which returns the nano-dollars to add to the holder's grant, and renews
+        the holder's expiry. `granted` is the holder's total grant in the window after the loan,
+        `lent` what all holders held before it.
         """
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            (lent,) = self._db.execute(
-                "SELECT COALESCE(SUM(MAX(granted_nanos - credited_nanos, 0)), 0) FROM allowances "
+            lent, holders = self._db.execute(
+                "SELECT COALESCE(SUM(MAX(granted_nanos - credited_nanos, 0)), 0), COUNT(*) FROM allowances "
                 "WHERE budget = ? AND window_start_us = ? AND expires_us > ?",
                 (budget, window_start_us, now_us),
             ).fetchone()
@@ -257,7 +258,8 @@ class StateStore:
                 "WHERE holder = ? AND budget = ? AND window_start_us = ?",
                 (holder, budget, window_start_us),
             ).fetchone()
-            grant = max(0, decide(int(lent)))
+            live = row is not None and row[2] > now_us
+            grant = max(0, decide(int(lent), int(holders) + (0 if live else 1)))
             if row is None:
                 granted = grant
             elif row[2] <= now_us:  # expired: what it held went back; start again from what it spent
