@@ -170,6 +170,13 @@ class Daemon:
             "rows": [row_json(row) for row in rows],
         }
 
+    def _lent_json(self, name: str) -> dict[str, Any]:
+        """What `name` has lent to running processes, for `/v1/budgets` (nothing from a daemon that lends none)."""
+        if self.lender is None:
+            return {}
+        usd, holders = self.lender.lent(name)
+        return {"lent_usd": float(usd), "allowance_holders": holders}
+
     @staticmethod
     def _switch_json(view: BudgetView) -> dict[str, Any]:
         return {
@@ -198,6 +205,7 @@ class Daemon:
             "alert_at": float(view.budget.alert_at),
             "kill_at": float(view.budget.kill_at),
             "state": "killed" if view.engaged else "released" if hold else state.level,
+            **self._lent_json(view.budget.name),
             "release": _hold_json(hold) if hold else None,
             "events": [_event_json(record) for record in self.books.events(view.budget.name)],
         }

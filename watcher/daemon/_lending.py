@@ -122,7 +122,7 @@ class Lender:
         self.ttl = timedelta(seconds=ttl_s)
         self._credits: dict[tuple[str, str, int], int] = {}
         self._lock = threading.Lock()
-        self.refused = 0  # calls refused for want of headroom, for metrics
+        self.refused: dict[str, int] = dict.fromkeys(books.budgets, 0)  # asks refused for want of headroom
 
     def credit(self, entries: Sequence[Entry], holders: Mapping[str, str]) -> None:
         """Credits each of `entries` whose key is in `holders` to that holder's allowance of every budget that
@@ -197,7 +197,7 @@ class Lender:
         refused = need > 0 and (line.engaged or free_at[0] < need)
         if refused:
             with self._lock:
-                self.refused += 1
+                self.refused[ask.budget] += 1
         budget = line.budget
         return {
             "budget": budget.name,

@@ -17,6 +17,7 @@ from ._normalize import REJECTIONS
 if TYPE_CHECKING:
     from ._alerts import Dispatcher
     from ._books import Books
+    from ._lending import Lender
 
 __all__ = ["Counters", "SpendCounters", "WatcherCollector"]
 
@@ -183,10 +184,17 @@ class WatcherCollector(Collector):
     """
 
     def __init__(
-        self, spend: SpendCounters, counters: Counters, books: Books, dispatcher: Dispatcher, *, started: float
+        self,
+        spend: SpendCounters,
+        counters: Counters,
+        books: Books,
+        dispatcher: Dispatcher,
+        *,
+        started: float,
+        lender: Lender | None = None,
     ) -> None:
         self._spend, self._counters, self._books, self._dispatcher = spend, counters, books, dispatcher
-        self._started = started
+        self._started, self._lender = started, lender
 
     def collect(self) -> Iterator[Metric]:
         yield from self._spend_metrics()
@@ -230,7 +238,31 @@ class WatcherCollector(Collector):
             for family, value in zip(families, values, strict=True):
                 family.add_metric([name], float(value))
         yield from families
+        yield from self._allowance_metrics()
         yield from self._alert_metrics()
+
+    def _allowance_metrics(self) -> Iterator[Metric]:
+        """What each budget has lent to running processes, to how many, and the asks it refused
+        (docs/enforcement.md)."""
+        if self._lender is None:
+            return
+        lent = GaugeMetricFamily(
+            "watcher_budget_lent_usd", "Allowances live processes still hold, USD.", labels=["budget"]
+        )
+        holders = GaugeMetricFamily(
+            "watcher_budget_allowance_holders", "Processes holding a live allowance of the budget.", labels=["budget"]
+        )
+        refused = CounterMetricFamily(
+            "watcher_allowance_refusals",
+            "Calls refused because what was left before the budget's line could not cover their worst case.",
+            labels=["budget"],
+        )
+        for name in self._books.budgets:
+            usd, count = self._lender.lent(name)
+            lent.add_metric([name], float(usd))
+            holders.add_metric([name], count)
+            refused.add_metric([name], self._lender.refused.get(name, 0), created=self._started)
+        yield from (lent, holders, refused)
 
     def _alert_metrics(self) -> Iterator[Metric]:
         """Per target (redacted, from the configuration: bounded); `state` is `pending` for a failed try that

@@ -164,7 +164,9 @@ def build(
         cost_mismatch_factor=settings.cost_mismatch_factor,
     )
     books.evaluate()
-    collector = WatcherCollector(daemon.spend, daemon.counters, books, dispatcher, started=clock().timestamp())
+    collector = WatcherCollector(
+        daemon.spend, daemon.counters, books, dispatcher, started=clock().timestamp(), lender=daemon.lender
+    )
     ingestor = Ingestor(
         daemon,
         max_request_bytes=settings.max_request_bytes,
