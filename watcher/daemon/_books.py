@@ -209,7 +209,8 @@ class Books:
         return found
 
     def exhausted(self, name: str, need_usd: Decimal, lent_usd: Decimal) -> None:
-        """Records, once per window, that `name`'s spend left less than a call's worst case before its line.
+        """Records, once per window, that `name`'s spend and what it lent left less than a call's worst case
+        (`need_usd`) before its line.
 
         Calls are then refused by their allowances, not by the kill switch: spend stops just short
         of the line, so the threshold itself may never be reached. The event (kind `exhausted`)
@@ -217,7 +218,7 @@ class Books:
         """
         with self.lock:
             line = self.line(name)
-            if line.engaged or line.spend_usd + need_usd <= line.line_usd:
+            if line.engaged or line.spend_usd + lent_usd + need_usd <= line.line_usd:
                 return
             message = exhausted_message(line.budget, line.spend_usd, line.line_usd, need_usd, lent_usd)
             self._emit(line.budget, line.window, "exhausted", self._clock(), message)
