@@ -437,7 +437,7 @@ def test_status_and_report_commands_show_budgets_and_the_cost_breakdown(
     monkeypatch.setenv("WATCHER_ENDPOINT", daemon.address)
     monkeypatch.setenv("WATCHER_STATE_DIR", str(tmp_path))
     assert main(["status"]) == 0
-    assert re.search(r"extraction-daily\s+0\.01\s+0\.01\s+85%\s+alert", capsys.readouterr().out)
+    assert re.search(r"extraction-daily\s+0\.01\s+0\.01\s+85%\s+0\.0000\s+alert", capsys.readouterr().out)
     assert main(["report", "--since", "1d", "--until", clock.now.isoformat(), "--by", "request_type"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^extraction\s+0\.0085\s+1\s", out, re.MULTILINE), out

@@ -78,9 +78,9 @@ def test_demo_drives_every_request_type_and_flags_the_estimated_model() -> None:
     assert "10 cost spans recorded" in text
     assert re.search(r"claude-nova-1 .* \*$", text, re.MULTILINE)
     assert re.search(r"^total .*0\.404210$", text, re.MULTILINE), text
-    assert "ALERT: watcher: budget alert" in text and "ALERT: watcher: KILL SWITCH engaged" in text
+    assert "ALERT: watcher: budget alert" in text and "ALERT: watcher: budget exhausted, calls refused" in text
     assert re.search(r"call +\d+: refused: budget 'extraction-daily'", text)
-    assert re.search(r"extraction-daily .*killed", text)
+    assert re.search(r"extraction-daily .*exhausted", text)
 
 
 def test_the_readme_quick_start_runs_as_written() -> None:

@@ -80,11 +80,13 @@ def status(args: argparse.Namespace) -> int:
     if not budgets:
         print("no budgets configured (add [[budgets]] to the daemon's config file)")
         return 0
-    print(f"{'budget':<24} {'spend':>10} {'limit':>10} {'used':>6}  {'state':<8} {'alerts':<10} resets")
+    print(f"{'budget':<24} {'spend':>10} {'limit':>10} {'used':>6} {'lent':>10}  {'state':<8} {'alerts':<10} resets")
     for b in budgets:
         used = f"{100 * b['used_ratio']:.0f}%"
         money = f"{b['spend_usd']:>10.2f} {b['limit_usd']:>10.2f}"
-        print(f"{b['name']:<24} {money} {used:>6}  {b['state']:<8} {_alerts_column(b):<10} {b['resets_at']}")
+        lent = f"{b['lent_usd']:.4f}" if isinstance(b.get("lent_usd"), int | float) else "-"
+        state = f"{b['state']:<8} {_alerts_column(b):<10}"
+        print(f"{b['name']:<24} {money} {used:>6} {lent:>10}  {state} {b['resets_at']}")
     for b in budgets:
         for line in _delivery_problems(b):
             print(line)

@@ -1,4 +1,4 @@
-"""The second half of `watcher demo`: daemon, fake API and traffic through budgets, alert and kill switch."""
+"""The second half of `watcher demo`: daemon, fake API and traffic through budgets, alerts and the hard stop."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ class _Printer:
 
 
 def run_loop(out: IO[str]) -> int:
-    """Starts a daemon on a free loopback port, drives 'extraction' traffic past 80% and 120%, shows refusals."""
+    """Starts a daemon on a free loopback port, drives 'extraction' traffic past 80% and up to the 120% line,
+    shows the refusals of the calls that no longer fit under it."""
     import anthropic
 
     from .. import BudgetExceeded, Settings, instrument, request_type, uninstrument
@@ -82,8 +83,9 @@ def _spend(running: Any) -> float:
 
 def _status(running: Any, out: IO[str]) -> None:
     print("\nwatcher status", file=out)
+    budgets = {b["name"]: b for b in running.daemon.budgets(running.books.now())["budgets"]}
     for name, view in running.books.evaluate().items():
-        state = "killed" if view.engaged else view.state.level
+        state = budgets[name]["state"]
         print(
             f"  {name:<18} ${float(view.state.spend_usd):.4f} of ${float(view.budget.limit_usd):.2f} "
             f"({100 * float(view.state.used_ratio):.0f}%), {state}, resets {view.resets_at:%Y-%m-%d %H:%M} UTC",

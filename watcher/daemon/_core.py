@@ -191,6 +191,10 @@ class Daemon:
 
     def _budget_json(self, view: BudgetView, now: datetime) -> dict[str, Any]:
         state, hold = view.state, view.release
+        events = self.books.events(view.budget.name)
+        level: str = "killed" if view.engaged else "released" if hold else state.level
+        if level in ("ok", "alert", "kill") and any(record.event.kind == "exhausted" for record in events):
+            level = "exhausted"
         return {
             "name": view.budget.name,
             "scope": _scope_json(view.budget.scope),
@@ -204,10 +208,10 @@ class Daemon:
             "projected_usd": float(state.projected_usd(now)),
             "alert_at": float(view.budget.alert_at),
             "kill_at": float(view.budget.kill_at),
-            "state": "killed" if view.engaged else "released" if hold else state.level,
+            "state": level,
             **self._lent_json(view.budget.name),
             "release": _hold_json(hold) if hold else None,
-            "events": [_event_json(record) for record in self.books.events(view.budget.name)],
+            "events": [_event_json(record) for record in events],
         }
 
 
