@@ -102,7 +102,36 @@ def _budget_over_time() -> list[tuple[Json, int, int]]:
         ],
         "s",
     )
-    return [(ratio, 12, 8), (spend, 12, 8), (killswitch, 16, 6), (period_left, 8, 6)]
+    lent = timeseries(
+        "Lent to running processes",
+        "Headroom that instrumented processes hold as allowances and have not yet been seen spending "
+        "(docs/enforcement.md), and how many processes hold one.",
+        [
+            target(f"max by (budget) (watcher_budget_lent_usd{{{B}}})", "{{budget}} lent"),
+            target(f"max by (budget) (watcher_budget_allowance_holders{{{B}}})", "{{budget}} processes"),
+        ],
+        "currencyUSD",
+        overrides=[
+            {
+                "matcher": {"id": "byRegexp", "options": ".* processes"},
+                "properties": [{"id": "unit", "value": "short"}, {"id": "custom.axisPlacement", "value": "right"}],
+            }
+        ],
+    )
+    refused = timeseries(
+        "Calls refused for want of headroom",
+        "Calls refused because what was left before the budget's line could not cover their worst case.",
+        [target(f"sum by (budget) (increase(watcher_allowance_refusals_total{{{B}}}{RATE}))", "{{budget}}")],
+        "short",
+    )
+    return [
+        (ratio, 12, 8),
+        (spend, 12, 8),
+        (killswitch, 16, 6),
+        (period_left, 8, 6),
+        (lent, 12, 6),
+        (refused, 12, 6),
+    ]
 
 
 def _alerts() -> list[tuple[Json, int, int]]:
