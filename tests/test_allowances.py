@@ -134,6 +134,9 @@ def test_threads_racing_to_the_line_never_pass_it(running: Running, hooked: anth
     assert total <= LINE
     assert total >= LINE - 20 * 2 * CALL_USD, f"stopped at {total}, far below the line"
     assert len(refused) == 20 and all(exc.budget == "loop" for exc in refused)
+    (budget,) = running.daemon.budgets(running.books.now())["budgets"]
+    assert sorted(event["kind"] for event in budget["events"]) == ["alert", "exhausted"]  # each once
+    assert budget["state"] == "exhausted"
 
 
 def test_an_allowance_lost_with_its_process_expires_and_its_headroom_returns(running: Running, clock: Clock) -> None:
