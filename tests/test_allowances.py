@@ -65,9 +65,12 @@ def running(tmp_path: Path, clock: Clock) -> Iterator[Running]:
 
 @pytest.fixture
 def hooked(running: Running, fake_api: FakeAnthropic, clock: Clock) -> Iterator[anthropic.Anthropic]:
-    """An instrumented client whose spans go to the daemon, timed by the daemon's clock."""
+    """An instrumented client whose spans go to the daemon, timed by the daemon's clock. It asks for little at a
+    time, so its grant grows only when a call needs more: what is lent changes only by what the test does."""
     fake_api.default = FakeReply(model=MODEL, usage=USAGE)
-    settings = watcher.Settings(endpoint=running.address, killswitch_poll_s=60, schedule_delay_ms=50)
+    settings = watcher.Settings(
+        endpoint=running.address, killswitch_poll_s=60, export_delay_ms=50, allowance_horizon_s=0.001
+    )
     watcher.instrument(settings, clock_ns=lambda: int(clock.now.timestamp() * 1e9))
     try:
         with anthropic.Anthropic(base_url=fake_api.base_url, api_key="k", max_retries=0) as client:

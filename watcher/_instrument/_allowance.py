@@ -228,8 +228,12 @@ class Allowances:
         return Grant(budgets[0], "")
 
     def _unanswered(self) -> None:
-        """No answer from the daemon: the call goes through (fail open, logged) or is refused (closed)."""
-        if self._fail_closed:
+        """No answer from the daemon: the call goes through (fail open, logged) or is refused (closed).
+
+        A daemon that answered that it lends nothing (404) was reached: the call goes by its kill switches alone,
+        whatever the fail mode, as every later call does.
+        """
+        if self._fail_closed and not self._unsupported:
             raise BudgetExceeded(UNREACHABLE, spend_usd=0.0, limit_usd=0.0)
 
     def _ask_now(self, budgets: tuple[str, ...], amount: float) -> bool:
