@@ -181,6 +181,11 @@ class Books:
         self._totals[budget.name] = (window, total, now)
         return total
 
+    def window(self, name: str) -> Window:
+        """`name`'s current window by the books' clock (KeyError for an unknown budget)."""
+        budget = self.budgets[name]
+        return period_window(budget.period, budget.timezone, self._clock())
+
     def line(self, name: str) -> Line:
         """`name`'s spend and hard line in its current window (KeyError for an unknown budget).
 

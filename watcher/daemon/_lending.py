@@ -162,22 +162,30 @@ class Lender:
         with self.books.lock:
             self.flush()
             for ask in request.asks:
-                line = self.books.line(ask.budget)
+                start = to_micros(self.books.window(ask.budget)[0])
                 if request.final and ask.used_usd is not None:
-                    self._store.give_back(request.holder, ask.budget, to_micros(line.window[0]), to_nanos(ask.used_usd))
+                    self._store.give_back(request.holder, ask.budget, start, to_nanos(ask.used_usd))
                     continue
-                grants.append(self._loan(request, ask, line, now, expires))
+                grants.append(self._loan(request, ask, start, now, expires))
         for grant in grants:
             if grant["refused"] and not grant["engaged"]:
                 self.books.exhausted(grant["budget"], Decimal(str(grant["need_usd"])), Decimal(str(grant["lent_usd"])))
         return {"version": 1, "holder": request.holder, "expires_in_s": self.ttl.total_seconds(), "grants": grants}
 
-    def _loan(self, request: LoanRequest, ask: Ask, line: Line, now: datetime, expires: datetime) -> dict[str, Any]:
+    def _loan(self, request: LoanRequest, ask: Ask, start: int, now: datetime, expires: datetime) -> dict[str, Any]:
+        """One budget's loan. The spend is read after what is lent, inside the store's transaction: where
+        other daemons store spans and credit allowances on a shared store (a span is stored before it is
+        credited), a loan may count a span twice, never not at all."""
         need = to_nanos(ask.need_usd)
         free_at: list[int] = []
+        lines: list[Line] = []
 
         def decide(lent: int, holders: int) -> int:
+            line = self.books.line(ask.budget)
+            lines.append(line)
             free = to_nanos(line.line_usd) - to_nanos(line.spend_usd) - lent
+            if to_micros(line.window[0]) != start:  # the period turned over meanwhile: ask again
+                free = 0
             free_at.append(free)
             if line.engaged or free < need or free <= 0:
                 return 0
@@ -188,12 +196,13 @@ class Lender:
         granted, lent = self._store.lend(
             request.holder,
             ask.budget,
-            to_micros(line.window[0]),
+            start,
             decide,
             now_us=to_micros(now),
             expires_us=to_micros(expires),
             service=request.service,
         )
+        line = lines[0]
         refused = need > 0 and (line.engaged or free_at[0] < need)
         if refused:
             with self._lock:
@@ -216,7 +225,7 @@ class Lender:
         """What live allowances of `name`'s current window hold, and how many processes hold one."""
         with self.books.lock:
             self.flush()
-            window = self.books.line(name).window
+            window = self.books.window(name)
         nanos, holders = self._store.lent(name, to_micros(window[0]), to_micros(self.books.now()))
         return from_nanos(nanos), holders
 
