@@ -116,6 +116,13 @@ class Settings(BaseSettings):
     and reserves each call's worst case before sending it, so concurrent calls cannot overshoot a kill
     line. Off, only the kill-switch flag applies: spend may pass the line by what is in flight."""
 
+    reserve_count_tokens: bool = False
+    """Before each Messages call a budget covers, ask the API's count_tokens endpoint for the call's input
+    tokens and reserve its worst case at that count, not at the size estimate (docs/enforcement.md): the
+    input as the API counts it, images and documents given by URL or file id included. Costs one extra
+    request before each such call, free of charge but counted against the count_tokens rate limit;
+    first-party API only (Bedrock and Vertex keep the estimate); a count that fails falls back to the estimate."""
+
     allowance_horizon_s: Annotated[float, Field(gt=0, le=600)] = 5.0
     """How many seconds of this process's own spend the hook asks for in one allowance (it asks again,
     off the call path, when a quarter is left); the daemon grants less as a budget nears its line."""

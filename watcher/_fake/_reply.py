@@ -21,7 +21,8 @@ class FakeReply:
     tokens, zero cache tokens and `service_tier` "standard". A `status` other than 200 answers with
     an Anthropic-shaped error body instead of a message. `cut_after_events` applies to streamed
     replies only: the connection is dropped after that many SSE events. `delay_s` is slept in the
-    server thread before answering.
+    server thread before answering. count_tokens answers with the next reply's `input_tokens`,
+    or, when its `count_status` is not 200, with an error of that status (the reply stays queued).
     """
 
     model: str | None = None
@@ -32,6 +33,7 @@ class FakeReply:
     status: int = 200
     cut_after_events: int | None = None
     delay_s: float = 0.0
+    count_status: int = 200
 
 
 @dataclass(frozen=True)

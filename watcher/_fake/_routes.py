@@ -73,10 +73,13 @@ class Routes:
         return Response(200, dumps(message_json(reply, model)), delay_s=reply.delay_s)
 
     def count_tokens(self, match: re.Match[str], body: object) -> Response:
-        """Answer with the next reply's `input_tokens`, leaving the reply queued."""
+        """Answer with the next reply's `input_tokens` (an error if its `count_status` says so), leaving it queued."""
         if not isinstance(body, dict):
             return error_response(400, "Expected a JSON object body.")
-        usage = self.replies.peek().usage or {}
+        reply = self.replies.peek()
+        if reply.count_status != 200:
+            return error_response(reply.count_status, f"Fake count_tokens error with status {reply.count_status}.")
+        usage = reply.usage or {}
         return Response(200, dumps({"input_tokens": usage.get("input_tokens", 12)}))
 
     def create_batch(self, match: re.Match[str], body: object) -> Response:

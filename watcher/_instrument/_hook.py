@@ -58,7 +58,8 @@ def instrument(
         poller = _poller(settings)
         allowances = _allowances(settings, poller, recorder) if poller else None
         reserver = Reserver(prices, clock_ns) if allowances else None
-        set_hook(Hook(recorder, poller.board.check if poller else None, allowances, reserver))
+        guard = poller.board.check if poller else None
+        set_hook(Hook(recorder, guard, allowances, reserver, count_tokens=settings.reserve_count_tokens))
         patch_clients()
         atexit.register(_at_exit)
         _exit_before_providers()

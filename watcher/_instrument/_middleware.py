@@ -13,6 +13,7 @@ from anthropic import APIRequest, Middleware
 from ..exceptions import BudgetExceeded
 from ._allowance import Allowances
 from ._context import current_request_type, suppressed
+from ._count import count_input, count_input_async
 from ._estimate import input_tokens_bound
 from ._failures import report_failure
 from ._record import CallInfo, Recorder, field_of
@@ -23,6 +24,8 @@ __all__ = ["Hook", "WatcherMiddleware", "set_hook"]
 
 MESSAGE, BATCH_CREATE, BATCH_RESULTS = "message", "batch_create", "batch_results"
 _MAX_BATCHES = 10_000
+_FIRST_PARTY = "anthropic"
+_NOTHING_WAITS: tuple[str, ...] = ()
 
 
 def route_of(request: APIRequest) -> str | None:
@@ -62,7 +65,9 @@ class Hook:
     Runs on the application's thread (or event loop) inside the SDK's retry loop, once per HTTP
     attempt. A failed attempt (429, 529, 5xx) has no usage and costs nothing, so only a 2xx
     response is recorded; retries therefore never double-count. Everything it adds is caught
-    and logged: it never breaks the call.
+    and logged: it never breaks the call. With `count_tokens` (WATCHER_RESERVE_COUNT_TOKENS), a
+    Messages call a budget covers on the first-party API is reserved at the API's count of its
+    input, asked through the same client just before the call (awaited on an async client).
     """
 
     def __init__(
@@ -71,15 +76,22 @@ class Hook:
         guard: Callable[[str, str | None], None] | None = None,
         allowances: Allowances | None = None,
         reserver: Reserver | None = None,
+        count_tokens: bool = False,
     ) -> None:
         self.recorder = recorder
         self.guard = guard
         self.allowances, self.reserver = allowances, reserver
+        self.count_tokens = count_tokens
         self._batch_types: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
         self._batch_lock = threading.Lock()
 
-    def begin(self, request: APIRequest, platform: str, route: str) -> CallInfo | None:
-        """What is known of the call before it is sent; None when it is not to be recorded.
+    def begin(self, request: APIRequest, platform: str, route: str) -> tuple[CallInfo | None, tuple[str, ...]]:
+        """What is known of the call before it is sent (None when it is not to be recorded), and the budgets
+        still to reserve its worst case from once the API has counted its input (`reserve_counted`).
+
+        The second part is empty unless the call is a Messages call that a budget covers on the
+        first-party API with `count_tokens` on: every other call is reserved here, at the size
+        estimate, as are all calls to Bedrock and Vertex (their count endpoints differ).
 
         A call made while the caller's context suppresses instrumentation (OpenTelemetry's
         `suppress_instrumentation()`) gets no span, but the kill switch still applies to it: the
@@ -101,41 +113,58 @@ class Hook:
             if suppressed(call.parent):  # no span, so nothing to credit: no reservation (docs/enforcement.md)
                 if self.allowances is not None:
                     self.allowances.uncovered()
-                return None
+                return None, _NOTHING_WAITS
             call.content = self.recorder.request_content(body)
             if call.stream:
                 call.input_tokens_bound = _input_bound(body)
-            self._reserve(call, {call.request_model}, body, batch=False)
+            budgets = self._covering(call, {call.request_model})
+            if budgets and self.count_tokens and platform == _FIRST_PARTY:
+                return call, budgets
+            self._reserve(call, budgets, body, batch=False)
         elif route == BATCH_CREATE:
             models = _batch_models(body)
             if self.guard is not None:
                 for model in models:
                     self.guard(call.request_type, model)
-            self._reserve(call, models, body, batch=True)
+            self._reserve(call, self._covering(call, models), body, batch=True)
         elif route == BATCH_RESULTS:
             if suppressed(call.parent):
-                return None
+                return None, _NOTHING_WAITS
             call.batch_id = _batch_id(request)
             default = (self.recorder.default_request_type, None)
             call.request_type, call.holder = self._batch_types.get(call.batch_id, default)
-        return call
+        return call, _NOTHING_WAITS
 
-    def _reserve(self, call: CallInfo, models: set[str | None], body: Mapping[str, Any] | None, batch: bool) -> None:
-        """Takes the call's worst case from this process's allowance (docs/enforcement.md); raises BudgetExceeded.
-
-        Nothing is taken for a call no budget covers. A body that cannot be priced goes without
-        a reservation (the failure is logged): the API refuses such a body anyway.
-        """
+    def _covering(self, call: CallInfo, models: set[str | None]) -> tuple[str, ...]:
+        """The budgets whose allowances the call is reserved from; none without allowances, and for a call no
+        budget covers (which `Allowances.uncovered` refuses while failing closed and the daemon is away)."""
         if self.allowances is None or self.reserver is None:
-            return
+            return ()
         budgets: tuple[str, ...] = ()
         for model in models:
             budgets += tuple(b for b in self.allowances.budgets_for(call.request_type, model) if b not in budgets)
         if not budgets:
             self.allowances.uncovered()
+        return budgets
+
+    def _reserve(
+        self,
+        call: CallInfo,
+        budgets: tuple[str, ...],
+        body: Mapping[str, Any] | None,
+        batch: bool,
+        input_tokens: int | None = None,
+    ) -> None:
+        """Takes the call's worst case from `budgets`' allowances (docs/enforcement.md); raises BudgetExceeded.
+
+        Nothing is taken for a call no budget covers. A body that cannot be priced goes without
+        a reservation (the failure is logged): the API refuses such a body anyway. A Messages call
+        is priced at `input_tokens` when the API counted them, else at the size estimate.
+        """
+        if not budgets or self.allowances is None or self.reserver is None:
             return
         try:
-            amount = self.reserver.batch(body) if batch else self.reserver.message(body)
+            amount = self.reserver.batch(body) if batch else self.reserver.message(body, input_tokens)
         except ValueError as exc:
             report_failure("price a request's worst case", exc)
             return
@@ -143,11 +172,27 @@ class Hook:
         if call.reservation is not None:
             call.holder = call.reservation.holder
 
+    def reserve_counted(
+        self, call: CallInfo, budgets: tuple[str, ...], request: APIRequest, input_tokens: int | None
+    ) -> None:
+        """Reserves a call `begin` left waiting, at the API's count of its input (the size estimate when the
+        count failed: None). Lets BudgetExceeded through; any other failure is logged and the call goes on
+        without a reservation."""
+        body = request.json if isinstance(request.json, Mapping) else None
+        try:
+            self._reserve(call, budgets, body, batch=False, input_tokens=input_tokens)
+        except BudgetExceeded:
+            raise
+        except Exception as exc:
+            report_failure("reserve a counted request", exc)
+
     def handle(self, request: APIRequest, call_next: Callable[[APIRequest], Any], platform: str) -> Any:
         route = route_of(request)
         if route is None:
             return call_next(request)
-        call = self._safe_begin(request, platform, route)
+        call, waiting = self._safe_begin(request, platform, route)
+        if call is not None and waiting:
+            self.reserve_counted(call, waiting, request, count_input(request, call_next))
         try:
             response = call_next(request)
         except BaseException:
@@ -169,7 +214,9 @@ class Hook:
         route = route_of(request)
         if route is None:
             return await call_next(request)
-        call = self._safe_begin(request, platform, route)
+        call, waiting = self._safe_begin(request, platform, route)
+        if call is not None and waiting:
+            self.reserve_counted(call, waiting, request, await count_input_async(request, call_next))
         try:
             response = await call_next(request)
         except BaseException:
@@ -185,14 +232,14 @@ class Hook:
             _unbilled(call)
         return response
 
-    def _safe_begin(self, request: APIRequest, platform: str, route: str) -> CallInfo | None:
+    def _safe_begin(self, request: APIRequest, platform: str, route: str) -> tuple[CallInfo | None, tuple[str, ...]]:
         try:
             return self.begin(request, platform, route)
         except BudgetExceeded:
             raise  # the one error the hook lets through: the call is refused before it is sent
         except Exception as exc:
             report_failure("inspect a request", exc)
-            return None
+            return None, _NOTHING_WAITS
 
     def _safe_after(self, route: str, call: CallInfo, response: Any, parsed: Any) -> None:
         """Records a billed response; a reservation whose cost cannot be learnt is settled at its worst case."""

@@ -30,12 +30,13 @@ class Reserver:
     a budget cannot recover from spend reserved too low, while spend reserved too high is
     released when the real cost is known. Each request is priced with `Ceiling` (every prompt
     token at the highest input-side rate, long-context rates above the model's threshold) at
-    `input_tokens_bound(body)` prompt tokens, `max_tokens` output tokens and the request's web
+    `input_tokens_bound(body)` prompt tokens (or the API's count of them, when the hook asked
+    count_tokens: WATCHER_RESERVE_COUNT_TOKENS), `max_tokens` output tokens and the request's web
     searches, with its fast-mode and US-only-inference modifiers.
 
     The result is a true bound only as far as its inputs are. `input_tokens_bound` errs high
     for what the body itself holds, but it cannot see tokens the body only points at (images or
-    documents given by URL or file id) or that server tools add on the way (web search and web
+    documents given by URL or file id; a count sees those) or that server tools add on the way (web search and web
     fetch results are billed as input). A web-search tool without `max_uses` is assumed to
     search `WEB_SEARCH_USES` times. US-only inference is taken from the request's
     `inference_geo`; a workspace whose default is US-only bills more than this unless its
@@ -54,13 +55,15 @@ class Reserver:
         self._clock_ns = clock_ns
         self._state: tuple[int | None, dict[_Key, Ceiling]] = (None, {})
 
-    def message(self, body: Mapping[str, Any] | None) -> float:
+    def message(self, body: Mapping[str, Any] | None, input_tokens: int | None = None) -> float:
         """The worst-case USD of one Messages request `body` (see the class docstring).
 
+        `input_tokens`, when given, is the API's own count of the body's input (count_tokens),
+        used instead of `input_tokens_bound(body)`: it sees what the body only points at.
         Raises `ValueError` when `body` has no `model` string or no non-negative int `max_tokens`:
         without them there is nothing to bound, and the caller skips reserving (and logs it).
         """
-        return self._worst(_mapping(body, "the request body"), batch=False)
+        return self._worst(_mapping(body, "the request body"), batch=False, input_tokens=input_tokens)
 
     def batch(self, body: Mapping[str, Any] | None) -> float:
         """The worst-case USD of a Message Batches create `body` (`{"requests": [{"custom_id", "params"}]}`).
@@ -83,8 +86,9 @@ class Reserver:
         except ValueError as error:
             raise ValueError(f"batch request {index}: {error}") from None
 
-    def _worst(self, params: Mapping[str, Any], *, batch: bool) -> float:
-        """The ceiling of one request's parameters, at batch prices when `batch`."""
+    def _worst(self, params: Mapping[str, Any], *, batch: bool, input_tokens: int | None = None) -> float:
+        """The ceiling of one request's parameters, at batch prices when `batch`, at `input_tokens` when
+        given, else at the size bound."""
         model = params.get("model")
         if not isinstance(model, str) or not model:
             raise ValueError(f"the request has no `model` string (got {model!r}); cannot bound its cost")
@@ -92,7 +96,8 @@ class Reserver:
         if type(max_tokens) is not int or max_tokens < 0:
             raise ValueError(f"the request has no non-negative int `max_tokens` (got {max_tokens!r}); cannot bound it")
         ceiling = self._ceiling((model, batch, params.get("speed") == "fast", params.get("inference_geo") == "us"))
-        return ceiling.cost(input_tokens_bound(params), max_tokens, _web_searches(params.get("tools")))
+        prompt = input_tokens if input_tokens is not None else input_tokens_bound(params)
+        return ceiling.cost(prompt, max_tokens, _web_searches(params.get("tools")))
 
     def _ceiling(self, key: _Key) -> Ceiling:
         """The cached ceiling for `key` on today's UTC day, priced at that day's start."""
