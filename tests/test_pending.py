@@ -65,3 +65,49 @@ def test_a_failing_item_is_logged_and_the_rest_are_still_recorded(caplog: pytest
     pending.stop()
     assert seen == [0, 2]
     assert "could not record a queued span" in caplog.text
+
+
+class _WorkClock:
+    """A clock that moves only when an item is worked on: each item takes `per_item_s`."""
+
+    def __init__(self, per_item_s: float) -> None:
+        self.now, self.per_item_s = 0.0, per_item_s
+
+    def __call__(self) -> float:
+        return self.now
+
+    def work(self, item: int) -> None:
+        self.now += self.per_item_s
+
+
+def test_the_worker_lets_go_of_the_gil_once_per_slice_of_work_not_after_every_item() -> None:
+    """A yielding drain pauses each time `slice_s` of work has passed since the last pause: a waiting
+    application thread gets the GIL within about a slice, without a hand-over per span."""
+    clock = _WorkClock(per_item_s=0.0002)
+    done: list[int] = []
+    paused_after: list[int] = []
+
+    def work(item: int) -> None:
+        clock.work(item)
+        done.append(item)
+
+    pending = Pending(work, interval_s=3600, slice_s=0.0005, clock=clock, pause=lambda: paused_after.append(len(done)))
+    for item in range(10):
+        pending.put(item)
+    pending.drain(yielding=True)
+    assert done == list(range(10))
+    assert paused_after == [3, 6, 9]  # 0.6 ms, then 0.6 ms after each pause: a slice each time
+    pending.stop()
+
+
+def test_a_drain_by_the_application_never_pauses() -> None:
+    """`flush()` and exit drain without yielding: the caller wants the work done, not shared."""
+    clock = _WorkClock(per_item_s=0.001)
+    pauses: list[None] = []
+    pending = Pending(clock.work, interval_s=3600, slice_s=0.0005, clock=clock, pause=lambda: pauses.append(None))
+    for item in range(5):
+        pending.put(item)
+    pending.drain()
+    assert clock.now == pytest.approx(0.005)
+    assert pauses == []
+    pending.stop()
