@@ -82,7 +82,8 @@ def empty_ledger() -> Iterator[Callable[[str], AbstractContextManager[AnyLedger]
                 urls.append(databases.enter_context(fresh_database()))
             with PostgresLedger(urls[0]) as fresh:
                 with psycopg.connect(urls[0], autocommit=True) as raw:
-                    raw.execute("DELETE FROM ledger_entries; DELETE FROM ledger_hourly; DELETE FROM ledger_dimension_values")
+                    for table in ("ledger_entries", "ledger_hourly", "ledger_dimension_values"):
+                        raw.execute(f"DELETE FROM {table}")
                 yield fresh
 
         yield empty

@@ -22,6 +22,7 @@ from psycopg_pool import ConnectionPool
 
 from watcher.exceptions import ConfigError
 from watcher.ledger._entry import Entry, Scope
+from watcher.ledger._open import redact_url
 from watcher.ledger._store import (
     DIMENSIONS,
     AppendResult,
@@ -35,7 +36,7 @@ from watcher.ledger._store import (
     to_micros,
 )
 
-__all__ = ["ADVISORY_LOCK_KEY", "SCHEMA_VERSION", "PostgresLedger", "redact_url"]
+__all__ = ["ADVISORY_LOCK_KEY", "SCHEMA_VERSION", "PostgresLedger"]
 
 log = logging.getLogger("watcher.ledger")
 
@@ -173,9 +174,7 @@ class PostgresLedger:
                 else:
                     _migrate(conn)
         except psycopg.Error as exc:
-            raise ConfigError(
-                f"cannot open the ledger database {redact_url(url)}: {_scrub(str(exc).strip(), url)}"
-            ) from None
+            raise ConfigError(f"cannot open the ledger database {redact_url(url)}: {_scrub(str(exc), url)}") from None
         self._pool: Pool = ConnectionPool(
             url,
             kwargs={**kwargs, "autocommit": True},
@@ -308,20 +307,8 @@ class PostgresLedger:
             yield conn
 
 
-def redact_url(url: str) -> str:
-    """`url` fit to print: scheme, user, host, port and database, never a password (nor the query, which may
-    hold one)."""
-    try:
-        parts = urlsplit(url)
-        user = f"{parts.username}@" if parts.username else ""
-        host = parts.netloc.rpartition("@")[2]
-        return f"{parts.scheme}://{user}{host}{parts.path}{'?...' if parts.query else ''}"
-    except ValueError:
-        return f"{url.partition('://')[0]}://..."
-
-
 def _scrub(message: str, url: str) -> str:
-    """`message` with any password `url` carries (in its user part or as a `password` option) masked."""
+    """`message` on one line, any password `url` carries (in its user part or as a `password` option) masked."""
     try:
         parts = urlsplit(url)
         secrets = [parts.password or "", *(v for k, v in parse_qsl(parts.query) if k == "password")]
@@ -329,7 +316,7 @@ def _scrub(message: str, url: str) -> str:
         secrets = []
     for secret in {variant for s in secrets if s for variant in (s, unquote(s))}:
         message = message.replace(secret, "***")
-    return message
+    return " ".join(message.split())
 
 
 def _connection_options(url: str, read_only: bool) -> dict[str, Any]:
@@ -341,7 +328,7 @@ def _connection_options(url: str, read_only: bool) -> dict[str, Any]:
         given = conninfo_to_dict(url)
     except psycopg.Error as exc:
         raise ConfigError(
-            f"ledger URL {redact_url(url)} is not a PostgreSQL URL psycopg accepts: {_scrub(str(exc).strip(), url)}"
+            f"ledger URL {redact_url(url)} is not a PostgreSQL URL psycopg accepts: {_scrub(str(exc), url)}"
         ) from None
     options: dict[str, Any] = {} if "connect_timeout" in given else {"connect_timeout": _CONNECT_TIMEOUT_S}
     if read_only:
