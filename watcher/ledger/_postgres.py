@@ -150,7 +150,8 @@ class PostgresLedger:
     """A `Ledger` in a PostgreSQL database, which several daemons (and threads) may share.
 
     Every call takes a connection from a `psycopg_pool.ConnectionPool` of up to `max_connections`,
-    so calls from several threads run in parallel. Appends from any number of ledgers on one
+    so calls from several threads run in parallel; a call waits up to `wait_s` seconds for one
+    (the server down, the pool busy), then raises `psycopg_pool.PoolTimeout`. Appends from any number of ledgers on one
     database count each key once and keep the hourly rollups equal to the stored entries (see
     `append`). Durability is the server's: an append returns once its transaction is committed.
 
@@ -162,7 +163,7 @@ class PostgresLedger:
     Error messages show the URL without its password.
     """
 
-    def __init__(self, url: str, *, read_only: bool = False, max_connections: int = 4) -> None:
+    def __init__(self, url: str, *, read_only: bool = False, max_connections: int = 4, wait_s: float = 10.0) -> None:
         self._seen: set[tuple[str, str]] = set()  # dimension values known stored: a cache of _SEEN_LIMIT at most
         self._seen_lock = threading.Lock()
         self._closed = False
@@ -180,6 +181,7 @@ class PostgresLedger:
             kwargs={**kwargs, "autocommit": True},
             min_size=1,
             max_size=max_connections,
+            timeout=wait_s,
             open=False,
             configure=_configure,
             check=ConnectionPool.check_connection,
