@@ -1,11 +1,13 @@
-"""The SQLite ledger: exact sums, scope globs, dedupe by key and rank, breakdowns, persistence."""
+"""The ledger contract on both backends (SQLite and PostgreSQL): exact sums, scope globs, dedupe by key and rank,
+breakdowns; and SQLite's own file: persistence, migrations, integrity checks."""
 
 from __future__ import annotations
 
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from fnmatch import fnmatchcase
@@ -13,7 +15,9 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from _postgres import fresh_database
 from _support import corrupt_a_page_of_entries
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -24,6 +28,7 @@ from watcher.ledger import (
     SCHEMA_VERSION,
     AppendResult,
     Entry,
+    PostgresLedger,
     Scope,
     SqliteLedger,
     float_to_nanos,
@@ -45,25 +50,58 @@ def entry(key: str, cost: str = "0.01", **fields: Any) -> Entry:
     return Entry.of(key, **values)
 
 
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[SqliteLedger]:
-    with SqliteLedger(tmp_path / "ledger.db") as fresh:
-        yield fresh
+AnyLedger = SqliteLedger | PostgresLedger
+BACKENDS = ["sqlite", "postgres"]
 
 
-def test_spend_sums_appended_costs_exactly(ledger: SqliteLedger) -> None:
+@pytest.fixture(params=BACKENDS)
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AnyLedger]:
+    """An empty ledger of each backend: a SQLite file, or a PostgreSQL database of the test's own."""
+    if request.param == "sqlite":
+        with SqliteLedger(tmp_path / "ledger.db") as fresh:
+            yield fresh
+    else:
+        with fresh_database() as url, PostgresLedger(url) as fresh:
+            yield fresh
+
+
+@pytest.fixture(scope="module")
+def empty_ledger() -> Iterator[Callable[[str], AbstractContextManager[AnyLedger]]]:
+    """For property tests, which want a new empty ledger per example: an in-memory SQLite ledger, or a
+    ledger on one PostgreSQL database (created on first use) emptied before each example."""
+    with ExitStack() as databases:
+        urls: list[str] = []
+
+        @contextmanager
+        def empty(backend: str) -> Iterator[AnyLedger]:
+            if backend == "sqlite":
+                with SqliteLedger() as fresh:
+                    yield fresh
+                return
+            if not urls:
+                urls.append(databases.enter_context(fresh_database()))
+            with PostgresLedger(urls[0]) as fresh:
+                with psycopg.connect(urls[0], autocommit=True) as raw:
+                    for table in ("ledger_entries", "ledger_hourly", "ledger_dimension_values"):
+                        raw.execute(f"DELETE FROM {table}")
+                yield fresh
+
+        yield empty
+
+
+def test_spend_sums_appended_costs_exactly(ledger: AnyLedger) -> None:
     """Costs that float addition would blur add up to the exact Decimal."""
     ledger.append([entry(f"k{i}", "0.1") for i in range(1000)] + [entry("tiny", "0.000000001")])
     assert ledger.spend(Scope(), T0, END) == Decimal("100.000000001")
 
 
-def test_costs_are_kept_to_the_nano_dollar_rounding_half_even(ledger: SqliteLedger) -> None:
+def test_costs_are_kept_to_the_nano_dollar_rounding_half_even(ledger: AnyLedger) -> None:
     """Below 1e-9 USD a cost is rounded half-even: 2.5 nano-dollars become 2, 3.5 become 4."""
     ledger.append([entry("a", "0.0000000025"), entry("b", "0.0000000035")])
     assert ledger.spend(Scope(), T0, END) == Decimal("0.000000006")
 
 
-def test_spend_matches_only_entries_whose_fields_match_every_glob(ledger: SqliteLedger) -> None:
+def test_spend_matches_only_entries_whose_fields_match_every_glob(ledger: AnyLedger) -> None:
     """Globs on request type and model select entries; a glob matching nothing gives zero."""
     ledger.append(
         [
@@ -81,7 +119,7 @@ def test_spend_matches_only_entries_whose_fields_match_every_glob(ledger: Sqlite
     assert ledger.spend(Scope(service="other"), T0, END) == 0
 
 
-def test_spend_window_includes_since_and_excludes_until(ledger: SqliteLedger) -> None:
+def test_spend_window_includes_since_and_excludes_until(ledger: AnyLedger) -> None:
     """The window is half-open: an entry exactly at `until` belongs to the next window."""
     minute = timedelta(minutes=1)
     ledger.append([entry("a", "1", time=T0), entry("b", "2", time=T0 + minute), entry("c", "4", time=T0 - minute)])
@@ -90,7 +128,7 @@ def test_spend_window_includes_since_and_excludes_until(ledger: SqliteLedger) ->
     assert ledger.spend(Scope(), T0.astimezone(timezone(timedelta(hours=2))), END) == 3
 
 
-def test_retried_batch_is_not_counted_twice(ledger: SqliteLedger) -> None:
+def test_retried_batch_is_not_counted_twice(ledger: AnyLedger) -> None:
     """Appending the same batch again (an exporter retry) stores nothing and counts duplicates."""
     batch = [entry(f"k{i}", "0.5") for i in range(10)]
     assert ledger.append(batch) == AppendResult(inserted=10)
@@ -99,7 +137,7 @@ def test_retried_batch_is_not_counted_twice(ledger: SqliteLedger) -> None:
     assert ledger.count() == 10
 
 
-def test_higher_rank_entry_replaces_lower_one_and_is_counted_as_upgraded(ledger: SqliteLedger) -> None:
+def test_higher_rank_entry_replaces_lower_one_and_is_counted_as_upgraded(ledger: AnyLedger) -> None:
     """An SDK span (rank 1) then watcher's own (rank 2): the request type is updated, spend unchanged."""
     ledger.append([entry("msg_1", "0.3", request_type="unknown", rank=1)])
     upgrade = ledger.append([entry("msg_1", "0.3", request_type="extract_invoice")])
@@ -111,7 +149,7 @@ def test_higher_rank_entry_replaces_lower_one_and_is_counted_as_upgraded(ledger:
     assert stored is not None and (stored.rank, stored.request_type) == (2, "extract_invoice")
 
 
-def test_an_upgrade_reports_the_entry_it_replaced_with_its_replacement(ledger: SqliteLedger) -> None:
+def test_an_upgrade_reports_the_entry_it_replaced_with_its_replacement(ledger: AnyLedger) -> None:
     """`AppendResult.replaced` pairs each upgraded key's old entry, as stored, with the new one, for running
     totals; a batch's duplicates and new keys are not in it, and inside one batch nothing was stored before."""
     old = entry("msg_1", "0.3", request_type="unknown", rank=1, input_tokens=7)
@@ -122,14 +160,14 @@ def test_an_upgrade_reports_the_entry_it_replaced_with_its_replacement(ledger: S
     assert ledger.append([entry("msg_4", "1", rank=1), entry("msg_4", "2")]).replaced == ()
 
 
-def test_lower_rank_after_higher_one_is_a_duplicate(ledger: SqliteLedger) -> None:
+def test_lower_rank_after_higher_one_is_a_duplicate(ledger: AnyLedger) -> None:
     """Once watcher's span is stored, a later SDK span for the same response changes nothing."""
     ledger.append([entry("msg_1", "0.3", request_type="extract_invoice")])
     assert ledger.append([entry("msg_1", "0.9", request_type="unknown", rank=1)]) == AppendResult(duplicates=1)
     assert ledger.spend(Scope(), T0, END) == Decimal("0.3")
 
 
-def test_duplicates_within_one_batch_keep_the_highest_rank_first_seen(ledger: SqliteLedger) -> None:
+def test_duplicates_within_one_batch_keep_the_highest_rank_first_seen(ledger: AnyLedger) -> None:
     """Inside one batch the counts are those of appending one entry at a time."""
     batch = [entry("k", "1", rank=1), entry("k", "2", rank=2), entry("k", "4", rank=2), entry("k", "8", rank=1)]
     result = ledger.append(batch)
@@ -138,7 +176,7 @@ def test_duplicates_within_one_batch_keep_the_highest_rank_first_seen(ledger: Sq
 
 
 @pytest.mark.parametrize("by", DIMENSIONS)
-def test_breakdown_totals_each_value_of_a_dimension_biggest_first(ledger: SqliteLedger, by: str) -> None:
+def test_breakdown_totals_each_value_of_a_dimension_biggest_first(ledger: AnyLedger, by: str) -> None:
     """Rows carry requests, cost, token sums (cache writes 5m + 1h), the estimated part and the savings,
     sorted by cost."""
     tokens = {"input_tokens": 10, "output_tokens": 20, "cache_read_tokens": 30}
@@ -162,7 +200,7 @@ def test_breakdown_totals_each_value_of_a_dimension_biggest_first(ledger: Sqlite
     assert (small.cache_read_savings_usd, small.cache_write_premium_usd, small.batch_savings_usd) == (0, 0, 0)
 
 
-def test_grouping_by_an_unknown_dimension_raises_value_error(ledger: SqliteLedger) -> None:
+def test_grouping_by_an_unknown_dimension_raises_value_error(ledger: AnyLedger) -> None:
     """Only request_type, model, service and environment can be grouped by."""
     with pytest.raises(ValueError, match="cannot group by 'platform'"):
         ledger.breakdown(T0, END, "platform")
@@ -170,7 +208,7 @@ def test_grouping_by_an_unknown_dimension_raises_value_error(ledger: SqliteLedge
         ledger.top(Scope(), T0, END, "key; DROP TABLE entries")
 
 
-def test_top_lists_the_biggest_spenders_within_the_scope(ledger: SqliteLedger) -> None:
+def test_top_lists_the_biggest_spenders_within_the_scope(ledger: AnyLedger) -> None:
     """`top` ranks values of one dimension by cost, inside the scope, and keeps `limit` of them."""
     costs = {"a": "1", "b": "5", "c": "3", "d": "4"}
     ledger.append([entry(name, cost, request_type=name) for name, cost in costs.items()])
@@ -210,19 +248,21 @@ def test_a_ledger_newer_than_this_code_is_refused(tmp_path: Path) -> None:
 
 
 def test_open_ledger_accepts_sqlite_urls_and_refuses_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Relative and absolute paths and :memory: open; postgresql and junk raise ConfigError saying what to use."""
+    """Relative and absolute paths and :memory: open; junk raises ConfigError saying what to use, and never
+    shows a password it may hold."""
     monkeypatch.chdir(tmp_path)
     for url in ("sqlite:///relative.db", f"sqlite:///{tmp_path}/absolute.db", "sqlite://:memory:"):
         open_ledger(url).close()
     assert (tmp_path / "relative.db").exists() and (tmp_path / "absolute.db").exists()
-    with pytest.raises(ConfigError, match="not yet supported: use sqlite:///"):
-        open_ledger("postgresql://user@db/watcher")
-    for bad in ("mysql://db", "sqlite:/x.db", "sqlite:///", "sqlite:///x.db?mode=ro"):
+    for bad in ("mysql://db", "sqlite:/x.db", "sqlite:///", "sqlite:///x.db?mode=ro", "postgresql+psycopg://db/w"):
         with pytest.raises(ConfigError, match="sqlite:///"):
             open_ledger(bad)
+    with pytest.raises(ConfigError, match=r"mysql://\.\.\. is not understood") as refused:
+        open_ledger("mysql://user:s3cret@db/watcher")
+    assert "s3cret" not in str(refused.value)
 
 
-def test_a_naive_time_raises_and_stores_nothing(ledger: SqliteLedger) -> None:
+def test_a_naive_time_raises_and_stores_nothing(ledger: AnyLedger) -> None:
     """Entries and windows must be timezone-aware; a bad entry rejects its whole batch."""
     with pytest.raises(ValueError, match="no timezone"):
         ledger.append([entry("ok"), entry("naive", time=datetime(2025, 6, 1))])
@@ -231,7 +271,7 @@ def test_a_naive_time_raises_and_stores_nothing(ledger: SqliteLedger) -> None:
     assert ledger.count() == 0
 
 
-def test_appends_from_many_threads_all_land(ledger: SqliteLedger) -> None:
+def test_appends_from_many_threads_all_land(ledger: AnyLedger) -> None:
     """append and spend may be called concurrently from several threads."""
 
     def work(thread: int) -> None:
@@ -247,21 +287,27 @@ def test_appends_from_many_threads_all_land(ledger: SqliteLedger) -> None:
     assert ledger.count() == 400 and ledger.spend(Scope(), T0, END) == Decimal("0.4")
 
 
-def test_a_closed_ledger_raises_value_error() -> None:
+def test_a_closed_ledger_raises_value_error(ledger: AnyLedger) -> None:
     """close() is idempotent; any call after it raises ValueError."""
-    closed = SqliteLedger()
-    closed.close()
-    closed.close()
+    ledger.close()
+    ledger.close()
     with pytest.raises(ValueError, match="closed"):
-        closed.spend(Scope(), T0, END)
+        ledger.spend(Scope(), T0, END)
+    with pytest.raises(ValueError, match="closed"):
+        ledger.append([entry("late")])
 
 
 keys_and_ranks = st.tuples(st.integers(0, 7), st.integers(1, 3), st.integers(0, 10**12))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(deadline=None)
 @given(st.lists(keys_and_ranks, max_size=40), st.lists(st.integers(0, 40), max_size=6))
 def test_spend_is_the_sum_of_the_highest_rank_first_seen_entry_per_key(
-    drawn: list[tuple[int, int, int]], cuts: list[int]
+    empty_ledger: Callable[[str], AbstractContextManager[AnyLedger]],
+    backend: str,
+    drawn: list[tuple[int, int, int]],
+    cuts: list[int],
 ) -> None:
     """Whatever the duplicates and however they are split into batches, each key counts once, at its best."""
     entries = [entry(f"k{key}", str(Decimal(nanos).scaleb(-9)), rank=rank) for key, rank, nanos in drawn]
@@ -271,7 +317,7 @@ def test_spend_is_the_sum_of_the_highest_rank_first_seen_entry_per_key(
     for e in entries:
         if e.key not in best or e.rank > best[e.key].rank:
             best[e.key] = e
-    with SqliteLedger() as ledger:
+    with empty_ledger(backend) as ledger:
         results = [ledger.append(batch) for batch in batches]
         assert ledger.spend(Scope(), T0, END) == sum((e.cost_usd for e in best.values()), Decimal(0))
     assert sum(r.inserted for r in results) == len(best)
@@ -320,7 +366,7 @@ SCOPES = st.builds(
 )
 
 
-def test_an_upgrade_moves_its_cost_out_of_the_old_entrys_hour_and_scope(ledger: SqliteLedger) -> None:
+def test_an_upgrade_moves_its_cost_out_of_the_old_entrys_hour_and_scope(ledger: AnyLedger) -> None:
     """A higher-rank entry replacing a stored one takes the old cost out of the old hour's rollup and puts the
     new cost, under the new dimensions, in its own hour."""
     hour = timedelta(hours=1)
@@ -346,14 +392,20 @@ entries_strategy = st.lists(
 )
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=150, deadline=None)
 @given(batches=st.lists(entries_strategy, max_size=4), since=WINDOW_US, length=WINDOW_US, scope=SCOPES)
 def test_spend_from_hourly_rollups_equals_the_sum_of_the_stored_entries(
-    batches: list[list[tuple[str, int, str, str, int, int]]], since: int, length: int, scope: Scope
+    empty_ledger: Callable[[str], AbstractContextManager[AnyLedger]],
+    backend: str,
+    batches: list[list[tuple[str, int, str, str, int, int]]],
+    since: int,
+    length: int,
+    scope: Scope,
 ) -> None:
     """Whatever the appends (duplicates, upgrades across batches) and however ragged the window's ends,
     spend() equals the sum of the entries stored in the window and scope."""
-    with SqliteLedger() as ledger:
+    with empty_ledger(backend) as ledger:
         for batch in batches:
             ledger.append(
                 [
@@ -378,7 +430,7 @@ def test_spend_from_hourly_rollups_equals_the_sum_of_the_stored_entries(
 INT64_MAX = 2**63 - 1
 
 
-def test_sums_over_many_max_size_rows_are_exact_and_never_overflow(ledger: SqliteLedger) -> None:
+def test_sums_over_many_max_size_rows_are_exact_and_never_overflow(ledger: AnyLedger) -> None:
     """2,000 entries each at int64's largest cost and token counts (as ledgers written before ingest bounded
     tokens may hold) in one hour and scope: spend, breakdown and top give the exact totals, an upgrade
     still takes one out of the hour's rollup, and appending more still works."""

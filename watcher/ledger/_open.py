@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from watcher.exceptions import ConfigError
 from watcher.ledger._sqlite import SqliteLedger
 from watcher.ledger._store import Ledger
 
-__all__ = ["open_ledger"]
+__all__ = ["open_ledger", "redact_url"]
 
 _SQLITE = "sqlite://"
 _MEMORY = frozenset({"", ":memory:", "/:memory:"})
-_NOT_YET = ("postgresql://", "postgres://", "postgresql+")
+_POSTGRES = ("postgresql://", "postgres://")
+_USE = "use sqlite:///path/to/ledger.db or postgresql://user@host/database"
 
 
 def open_ledger(url: str, *, read_only: bool = False) -> Ledger:
@@ -21,18 +23,22 @@ def open_ledger(url: str, *, read_only: bool = False) -> Ledger:
     With `read_only`, the file must exist and is only read (SQLite `mode=ro`): never created,
     never migrated; ConfigError when it is absent, for a reader that must not invent an empty ledger.
 
+    `postgresql://...` (or `postgres://...`, any URL libpq accepts) opens the ledger in that
+    PostgreSQL database, shared by every daemon given the same URL (`PostgresLedger`; needs the
+    `postgres` extra): its tables are created or migrated unless `read_only`. ConfigError, the
+    password masked, when the server cannot be reached or psycopg rejects the URL.
+
     `sqlite:///PATH` opens the file PATH, taken as written after the third slash: relative
     (`sqlite:///ledger.db`) or absolute (`sqlite:////var/lib/watcher/ledger.db`, which is also
     what `f"sqlite:///{absolute_path}"` gives); `~` is expanded. `sqlite://:memory:` (or
     `sqlite://`) is a private in-memory ledger for tests. Blocks while the file is migrated.
     Raises ConfigError for any other URL or a file that cannot be used as a ledger.
     """
-    if url.startswith(_NOT_YET):
-        raise ConfigError(
-            f"ledger URL {url.split('://')[0]}://... is not yet supported: use sqlite:///path/to/ledger.db"
-        )
+    if url.startswith(_POSTGRES):
+        return _open_postgres(url, read_only)
     if not url.startswith(_SQLITE):
-        raise ConfigError(f"ledger URL {url!r} is not understood: use sqlite:///path/to/ledger.db")
+        shown = f"{url.partition('://')[0]}://..." if "://" in url else repr(url)  # never a password
+        raise ConfigError(f"ledger URL {shown} is not understood: {_USE}")
     rest = url.removeprefix(_SQLITE)
     if rest in _MEMORY and not read_only:
         return SqliteLedger(":memory:")
@@ -48,3 +54,26 @@ def open_ledger(url: str, *, read_only: bool = False) -> Ledger:
     except OSError as exc:
         raise ConfigError(f"cannot create the directory of ledger {path}: {exc}") from exc
     return SqliteLedger(path)
+
+
+def _open_postgres(url: str, read_only: bool) -> Ledger:
+    """A `PostgresLedger`, imported only now: psycopg is an optional dependency."""
+    try:
+        from watcher.ledger._postgres import PostgresLedger
+    except ImportError as exc:
+        raise ConfigError(
+            f"a postgresql:// ledger needs psycopg ({exc}): pip install 'claude-spend-watcher[postgres]'"
+        ) from None
+    return PostgresLedger(url, read_only=read_only)
+
+
+def redact_url(url: str) -> str:
+    """`url` fit to print: scheme, user, host, port and database, never a password (nor the query, which may
+    hold one)."""
+    try:
+        parts = urlsplit(url)
+        user = f"{parts.username}@" if parts.username else ""
+        host = parts.netloc.rpartition("@")[2]
+        return f"{parts.scheme}://{user}{host}{parts.path}{'?...' if parts.query else ''}"
+    except ValueError:
+        return f"{url.partition('://')[0]}://..."

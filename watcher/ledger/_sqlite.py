@@ -20,7 +20,18 @@ from typing import Any
 
 from watcher.exceptions import ConfigError
 from watcher.ledger._entry import Entry, Scope
-from watcher.ledger._store import DIMENSIONS, AppendResult, BreakdownRow, from_nanos, plan_append, to_micros
+from watcher.ledger._store import (
+    DIMENSIONS,
+    AppendResult,
+    BreakdownRow,
+    breakdown_row,
+    check_dimension,
+    dimension_values,
+    from_nanos,
+    is_glob,
+    plan_append,
+    to_micros,
+)
 
 __all__ = ["SCHEMA_VERSION", "SqliteLedger"]
 
@@ -99,7 +110,6 @@ _ROLL_UP = (
 _LOW_BITS = 0xFFFFFFFF
 _SEEN_LIMIT = 10_000  # dimension values remembered as stored; beyond, INSERT OR IGNORE finds them again
 _KEY_CHUNK = 500  # bound parameters per lookup; under SQLite's oldest limit of 999
-_GLOB_CHARS = frozenset("*?[")
 
 
 class SqliteLedger:
@@ -143,7 +153,7 @@ class SqliteLedger:
             conn.executemany(_INSERT, [entries[i] for i in new])
             conn.executemany(_UPDATE, [(*entries[i][1:], entries[i][0]) for i in upgrades])
             conn.executemany(_ROLL_UP, _hourly_deltas(written, replaced))
-            unseen = _dimension_values(written) - self._seen  # pairs this connection has not written before
+            unseen = dimension_values(written) - self._seen  # pairs this connection has not written before
             conn.executemany("INSERT OR IGNORE INTO dimension_values VALUES (?, ?)", unseen)
             if replaced:
                 by_key = {entry.key: entry for entry in replaced}
@@ -181,18 +191,18 @@ class SqliteLedger:
 
     def breakdown(self, since: datetime, until: datetime, by: str) -> list[BreakdownRow]:
         """See `Ledger.breakdown`; ties in cost are ordered by key. Sums are exact whatever the entries hold."""
-        _check_dimension(by)
+        check_dimension(by)
         sql = f"SELECT {by}, COUNT(*), {_BREAKDOWN_SUMS} FROM entries WHERE time_us >= ? AND time_us < ? GROUP BY {by}"
         window = (to_micros(since), to_micros(until))
         with self._lock:
             rows = self._connection().execute(sql, window).fetchall()
         totals = [(key, requests, _exact_pairs(sums)) for key, requests, *sums in rows]
         totals.sort(key=lambda row: (-row[2][0], row[0]))
-        return [_breakdown_row(*row) for row in totals]
+        return [breakdown_row(*row) for row in totals]
 
     def top(self, scope: Scope, since: datetime, until: datetime, by: str, limit: int = 3) -> list[tuple[str, Decimal]]:
         """See `Ledger.top`; ties in cost are ordered by value. A `limit` below 1 gives []."""
-        _check_dimension(by)
+        check_dimension(by)
         window = [to_micros(since), to_micros(until)]
         with self._lock:
             conn = self._connection()
@@ -405,7 +415,7 @@ def _scope_filter(conn: sqlite3.Connection, scope: Scope) -> tuple[str, list[str
         pattern: str | None = getattr(scope, dim)
         if pattern is None:
             continue
-        if _GLOB_CHARS.isdisjoint(pattern):
+        if not is_glob(pattern):
             values = [pattern]
         else:
             seen = conn.execute("SELECT value FROM dimension_values WHERE dimension = ?", (dim,)).fetchall()
@@ -415,29 +425,6 @@ def _scope_filter(conn: sqlite3.Connection, scope: Scope) -> tuple[str, list[str
         sql += f" AND {dim} IN ({', '.join('?' * len(values))})"
         params += values
     return sql, params
-
-
-def _breakdown_row(key: str, requests: int, sums: Sequence[int]) -> BreakdownRow:
-    """A breakdown row from its exact sums, in `_BREAKDOWN_SUMS` order (the two cache-write sums apart)."""
-    cost, inputs, outputs, reads, five, hour, estimated, read_saved, premium, batch_saved = sums
-    return BreakdownRow(
-        *(key, requests, from_nanos(cost), inputs, outputs, reads, five + hour, from_nanos(estimated)),
-        *(from_nanos(read_saved), from_nanos(premium), from_nanos(batch_saved)),
-    )
-
-
-def _check_dimension(by: str) -> None:
-    if by not in DIMENSIONS:
-        raise ValueError(f"cannot group by {by!r}: use one of {', '.join(DIMENSIONS)}")
-
-
-def _dimension_values(entries: Sequence[Entry]) -> set[tuple[str, str]]:
-    return {
-        *(("request_type", e.request_type) for e in entries),
-        *(("model", e.model) for e in entries),
-        *(("service", e.service) for e in entries),
-        *(("environment", e.environment) for e in entries),
-    }
 
 
 def _decode(row: Sequence[Any]) -> Entry:

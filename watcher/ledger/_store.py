@@ -16,8 +16,12 @@ __all__ = [
     "AppendResult",
     "BreakdownRow",
     "Ledger",
+    "breakdown_row",
+    "check_dimension",
+    "dimension_values",
     "from_micros",
     "from_nanos",
+    "is_glob",
     "plan_append",
     "to_micros",
     "to_nanos",
@@ -25,6 +29,8 @@ __all__ = [
 
 DIMENSIONS = ("request_type", "model", "service", "environment")
 """The entry fields `breakdown()` and `top()` can group by, and that a `Scope` filters on."""
+
+_GLOB_CHARS = frozenset("*?[")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,3 +139,34 @@ def plan_append(entries: Sequence[Entry], stored: dict[str, int]) -> tuple[Appen
     upgrades = [index for key, index in best.items() if key in stored]
     result = AppendResult(inserted, duplicates, upgraded, tuple(entries[index] for index in new))
     return result, new, upgrades
+
+
+def check_dimension(by: str) -> None:
+    """ValueError unless `by` is one of DIMENSIONS: it is put in SQL as a column name, so never anything else."""
+    if by not in DIMENSIONS:
+        raise ValueError(f"cannot group by {by!r}: use one of {', '.join(DIMENSIONS)}")
+
+
+def is_glob(pattern: str) -> bool:
+    """Whether `pattern` has glob characters; one without matches only itself, so needs no look-up."""
+    return not _GLOB_CHARS.isdisjoint(pattern)
+
+
+def dimension_values(entries: Sequence[Entry]) -> set[tuple[str, str]]:
+    """The `(dimension, value)` pairs `entries` carry, for the table that scope globs are resolved against."""
+    return {
+        *(("request_type", e.request_type) for e in entries),
+        *(("model", e.model) for e in entries),
+        *(("service", e.service) for e in entries),
+        *(("environment", e.environment) for e in entries),
+    }
+
+
+def breakdown_row(key: str, requests: int, sums: Sequence[int]) -> BreakdownRow:
+    """A breakdown row from its exact integer sums, in this order: cost, input, output, cache-read, 5-minute and
+    1-hour cache-write tokens, estimated cost, cache-read savings, cache-write premium, batch savings."""
+    cost, inputs, outputs, reads, five, hour, estimated, read_saved, premium, batch_saved = sums
+    return BreakdownRow(
+        *(key, requests, from_nanos(cost), inputs, outputs, reads, five + hour, from_nanos(estimated)),
+        *(from_nanos(read_saved), from_nanos(premium), from_nanos(batch_saved)),
+    )
