@@ -312,6 +312,14 @@ def test_a_store_newer_than_this_watcher_is_refused_naming_both_versions(backend
         backend.open()
 
 
+def test_daemons_starting_together_on_a_fresh_database_migrate_it_once(backend: Backend) -> None:
+    """Four stores opened at once on nothing all start, on one schema at this watcher's version: the first
+    migrates under the lock while the others wait, then find it done."""
+    stores = race(4, lambda i: backend.open())
+    assert backend.version() == backend.latest
+    assert [store.record(event()) for store in stores].count(True) == 1
+
+
 def _db_upgrade(backend: Backend, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHER_")}
     env |= {**backend.env, "XDG_STATE_HOME": str(tmp_path / "xdg")}

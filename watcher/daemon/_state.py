@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -99,6 +100,26 @@ class Override:
     spend_usd: Decimal | None
 
 
+def _use_wal(db: sqlite3.Connection, patience_s: float = 5.0) -> None:
+    """Puts the file in WAL mode, waiting up to `patience_s` for another connection that holds it.
+
+    SQLite answers a journal-mode change on a file another connection is writing (a second daemon
+    creating the same fresh state.db) with "database is locked" at once, without its busy handler:
+    so the change is tried again, backing off, until the other connection is done.
+    """
+    delay, waited = 0.005, 0.0
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or waited >= patience_s:
+                raise
+        time.sleep(delay)
+        waited += delay
+        delay = min(delay * 2, 0.1)
+
+
 class StateStorage(Protocol):
     """What the daemon keeps of its state, in SQLite (`StateStore`) or PostgreSQL (`PostgresStateStore`).
 
@@ -153,9 +174,9 @@ class StateStore:
     def __init__(self, path: Path | str) -> None:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
+        _use_wal(self._db)
+        self._db.execute("PRAGMA synchronous=FULL")
         migrate(self._db)
 
     def record(self, event: BudgetEvent) -> bool:
