@@ -116,3 +116,22 @@ def test_config_show_refuses_a_config_mistake_in_one_line_with_exit_2(
     assert (
         captured.err == f"{missing}: the config file does not exist; fix the path given to --config or WATCHER_CONFIG\n"
     )
+
+
+def test_the_database_url_is_shown_with_only_its_password_masked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A PostgreSQL URL keeps its user, host and database, so it still says which database it is, but its
+    password (in the user part or as a query parameter) prints as `***`; a SQLite URL is shown whole."""
+    monkeypatch.setenv("WATCHER_DATABASE_URL", "postgresql://watcher:hunter2@db.internal:5432/books?sslmode=require")
+    assert _show_json(capsys)["settings"]["database_url"]["value"] == (
+        "postgresql://watcher:***@db.internal:5432/books?sslmode=require"
+    )
+    monkeypatch.setenv("WATCHER_DATABASE_URL", "postgres://db.internal/books?password=hunter2&user=watcher")
+    assert _show_json(capsys)["settings"]["database_url"]["value"] == (
+        "postgres://db.internal/books?password=***&user=watcher"
+    )
+    assert main(["config", "show"]) == 0
+    assert "hunter2" not in capsys.readouterr().out
+    monkeypatch.setenv("WATCHER_DATABASE_URL", "sqlite:////var/lib/watcher/ledger.db")
+    assert _show_json(capsys)["settings"]["database_url"]["value"] == "sqlite:////var/lib/watcher/ledger.db"

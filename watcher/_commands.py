@@ -1,4 +1,5 @@
-"""The commands that read the settings and ask the daemon: `status`, `report`, `killswitch`."""
+"""The commands that read the settings and ask the daemon (`status`, `report`, `killswitch`) or migrate its
+databases (`db upgrade`)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from .ledger import BreakdownRow
     from .settings import Settings
 
-__all__ = ["Stop", "killswitch", "load_settings", "report", "status"]
+__all__ = ["Stop", "db_upgrade", "killswitch", "load_settings", "report", "status"]
 
 
 def load_settings(config: str | None = None, **values: Any) -> Settings:
@@ -221,3 +222,34 @@ def _release_body(args: argparse.Namespace) -> bytes:
         except ValueError:
             raise ValueError(f"--until {args.until!r} is neither a duration (30m, 2h, 1d) nor an ISO time") from None
     return json.dumps({"until": until.isoformat().replace("+00:00", "Z")}).encode()
+
+
+def db_upgrade(args: argparse.Namespace) -> int:
+    """Migrates the ledger and the daemon's state store the settings name to this watcher's schemas, then exits.
+
+    What a daemon does when it starts, on its own: for a fleet, run it once before starting daemons of
+    a new version. The ledger migrates when opened; a ledger URL this watcher cannot open yet is skipped
+    with a line saying so, and the state store is migrated all the same. ConfigError for a database
+    that cannot be reached or was migrated by a newer watcher.
+    """
+    from ._urls import hide_password
+    from .daemon import upgrade_state_store
+    from .ledger import open_ledger
+
+    settings = load_settings(args.config)
+    url = settings.ledger_url()
+    try:
+        ledger = open_ledger(url)
+    except ConfigError as error:
+        if "not yet supported" not in str(error):
+            raise
+        print(f"ledger {hide_password(url)}: skipped, {error}")
+    else:
+        ledger.close()
+        print(f"ledger {hide_password(url)}: up to date")
+    upgraded = upgrade_state_store(settings)
+    if upgraded.before == upgraded.after:
+        print(f"state {upgraded.where}: up to date (schema version {upgraded.after})")
+    else:
+        print(f"state {upgraded.where}: schema version {upgraded.before} -> {upgraded.after}")
+    return 0

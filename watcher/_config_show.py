@@ -101,12 +101,16 @@ def _value(settings: Settings, path: Sequence[str]) -> Any:
 
 
 def _masked(value: Any, field: FieldInfo) -> Any:
-    """A secret as `***`, a URL that carries tokens (a field marked writeOnly) as `scheme://***`."""
+    """A secret as `***`, a database URL with its password as `***`, a URL that carries tokens (another field
+    marked writeOnly) as `scheme://***`."""
+    from watcher._urls import hide_password
     from watcher.daemon import redact
 
     if isinstance(value, SecretStr):
         return "***"
     extra = field.json_schema_extra
+    if isinstance(extra, dict) and extra.get("x-watcher-mask") == "password" and isinstance(value, str):
+        return hide_password(value)
     if isinstance(extra, dict) and extra.get("writeOnly") is True and value is not None:
         return redact(value) if isinstance(value, str) else [redact(str(item)) for item in value]
     return to_jsonable_python(value)

@@ -100,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--config", metavar="FILE", help=_CONFIG_HELP)
     show.add_argument("--json", action="store_true", help="one JSON document, for scripts")
     show.set_defaults(run=_config_show)
+    database = commands.add_parser("db", help="the daemon's databases").add_subparsers(dest="action", required=True)
+    upgrade = database.add_parser(
+        "upgrade", help="migrate the ledger and the daemon's state to this watcher's schema, then exit"
+    )
+    upgrade.add_argument("--config", metavar="FILE", help=_CONFIG_HELP)
+    upgrade.set_defaults(run=_commands.db_upgrade)
     status = commands.add_parser("status", help="each budget's spend, limit, percent, state and reset time")
     status.set_defaults(run=_commands.status)
     report = commands.add_parser("report", help="cost breakdown from the daemon's ledger (or a ledger file)")

@@ -49,6 +49,10 @@ def _empty_is_none(value: object) -> object:
 _CARRIES_TOKENS: dict[str, Any] = {"writeOnly": True}
 """Marks a field of URLs that carry tokens or passwords (apprise URLs): shown redacted, `scheme://***`."""
 
+_CARRIES_PASSWORD: dict[str, Any] = {"writeOnly": True, "x-watcher-mask": "password"}
+"""Marks a database URL: shown with only its password masked (`postgresql://user:***@host/db`), so the
+output still says which database it is."""
+
 
 class AlertsConfig(BaseModel):
     """The `[alerts]` table of the config file; an unknown key is refused (e.g. `url` for `urls`)."""
@@ -158,9 +162,10 @@ class Settings(BaseSettings):
     state_dir: Path = Field(default_factory=_default_state_dir)
     """Where the daemon keeps its ledger (`ledger.db`) and its alert and kill-switch state (`state.db`)."""
 
-    database_url: str | None = None
+    database_url: str | None = Field(default=None, json_schema_extra=_CARRIES_PASSWORD)
     """The ledger (docs/ledger.md), e.g. `sqlite:///var/lib/watcher/ledger.db`; none means `ledger.db`
-    in the state directory."""
+    in the state directory. A `postgresql://` URL holds the daemon's alert, kill-switch and allowance
+    state too, shared by every daemon given it (docs/deploy.md); `watcher config show` masks its password."""
 
     alert_urls: Annotated[list[str], NoDecode] = Field(default_factory=list, json_schema_extra=_CARRIES_TOKENS)
     """Apprise URLs for alerts, comma-separated (`slack://...,mailto://...`); adds to the

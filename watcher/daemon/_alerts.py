@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from ._state import BudgetEvent, Delivery, StateStore
+from ._state import BudgetEvent, Delivery, StateStorage
 
 __all__ = ["AppriseNotifier", "Dispatcher", "LogNotifier", "Notifier", "apprise_targets", "redact"]
 
@@ -114,7 +114,7 @@ class Dispatcher:
     def __init__(
         self,
         targets: Mapping[str, Notifier],
-        store: StateStore,
+        store: StateStorage,
         *,
         base_delay_s: float = 1.0,
         max_delay_s: float = 300.0,

@@ -22,7 +22,7 @@ from ._messages import (
     release_message,
 )
 from ._revision import Revision
-from ._state import BudgetEvent, EventRecord, Override, StateStore
+from ._state import BudgetEvent, EventRecord, Override, StateStorage
 
 __all__ = ["Books", "BudgetView", "Hold", "Line"]
 
@@ -135,7 +135,7 @@ class Books:
         self,
         budgets: Sequence[Budget],
         ledger: SpendSource,
-        store: StateStore,
+        store: StateStorage,
         clock: Clock,
         on_event: Callable[[BudgetEvent], None],
         *,

@@ -22,7 +22,7 @@ from typing import Any
 from watcher.ledger import Entry, from_nanos, to_micros, to_nanos
 
 from ._books import Books, Line
-from ._state import StateStore
+from ._state import StateStorage
 
 __all__ = ["MAX_ASKS", "Lender", "LoanRequest"]
 
@@ -117,7 +117,7 @@ class Lender:
     so ingest adds no write of its own. Allowances live `ttl_s`; a holder renews before then.
     """
 
-    def __init__(self, books: Books, store: StateStore, *, ttl_s: float = 30.0) -> None:
+    def __init__(self, books: Books, store: StateStorage, *, ttl_s: float = 30.0) -> None:
         self.books, self._store = books, store
         self.ttl = timedelta(seconds=ttl_s)
         self._credits: dict[tuple[str, str, int], int] = {}

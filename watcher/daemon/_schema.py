@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from watcher.exceptions import ConfigError
+
 __all__ = ["VERSION", "migrate"]
 
 VERSION = 2
@@ -78,17 +80,21 @@ UPDATE overrides SET seq = rowid;
 """
 
 
-def migrate(db: sqlite3.Connection) -> None:
-    """Brings the file to `VERSION` in one transaction: creates it, or migrates version 0 keeping its rows.
+def migrate(db: sqlite3.Connection) -> int:
+    """Brings the file to `VERSION` in one transaction: creates it, or migrates version 0 keeping its rows;
+    returns the version it found.
 
     Safe against a second process opening the same file at once (the write lock is taken first).
-    Raises RuntimeError for a file written by a newer watcher.
+    Raises ConfigError, naming both versions, for a file written by a newer watcher: a daemon must
+    not start on state it does not understand.
     """
     db.execute("BEGIN IMMEDIATE")
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > VERSION:
-            raise RuntimeError(f"state.db has schema version {version}, newer than this watcher's {VERSION}; upgrade")
+            raise ConfigError(
+                f"state.db has state schema version {version}, newer than this watcher's {VERSION}: upgrade watcher"
+            )
         if version < VERSION:
             _steps(db, version)
             db.execute(f"PRAGMA user_version = {VERSION}")
@@ -96,6 +102,7 @@ def migrate(db: sqlite3.Connection) -> None:
     except BaseException:
         db.execute("ROLLBACK")
         raise
+    return int(version)
 
 
 def _steps(db: sqlite3.Connection, version: int) -> None:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from watcher._urls import hide_password
 from watcher.budgets import Budget, load_budgets
 from watcher.exceptions import ConfigError
 from watcher.ledger import Ledger, open_ledger
@@ -27,7 +28,8 @@ from ._http import DaemonServer
 from ._ingest import Ingestor
 from ._lending import Lender
 from ._metrics import WatcherCollector
-from ._state import StateStore
+from ._state import StateStorage
+from ._state_open import open_state_store
 
 __all__ = ["Running", "build", "parse_listen", "serve"]
 
@@ -72,7 +74,7 @@ class Running:
     books: Books
     dispatcher: Dispatcher
     ledger: Ledger
-    store: StateStore
+    store: StateStorage
     ticker: threading.Event
     grpc_address: tuple[str, int] | None = None
     grpc_server: Any = None
@@ -146,7 +148,11 @@ def build(
         budgets = load_budgets(config_file) if config_file is not None else []
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     ledger = open_ledger(settings.ledger_url())
-    store = StateStore(settings.state_dir / "state.db")
+    try:
+        store = open_state_store(settings)
+    except BaseException:
+        ledger.close()
+        raise
     if notifier is None:
         targets = _targets(settings)
     else:
@@ -191,7 +197,7 @@ def serve(settings: Settings, config_file: Path | None) -> int:
     grpc = f"; OTLP/gRPC on port {running.grpc_address[1]}" if running.grpc_address else ""
     log.warning(
         "watcher daemon listening on %s%s; config %s; ledger %s; budgets: %s",
-        *(running.address, grpc, config_file or "none", settings.ledger_url(), names),
+        *(running.address, grpc, config_file or "none", hide_password(settings.ledger_url()), names),
     )
     stop = threading.Event()
 

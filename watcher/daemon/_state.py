@@ -1,20 +1,23 @@
-"""The daemon's own durable state: budget events, their delivery to each alert target, and hand overrides."""
+"""The daemon's own durable state: budget events, their delivery to each alert target, hand overrides and
+allowances; `StateStorage` is what the daemon needs of it, `StateStore` keeps it in SQLite."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Protocol
 
 from watcher.ledger import from_nanos, to_nanos
 
 from ._schema import migrate
 
-__all__ = ["BudgetEvent", "Delivery", "EventRecord", "Override", "StateStore"]
+__all__ = ["BudgetEvent", "Delivery", "EventRecord", "Override", "StateStorage", "StateStore"]
 
 _ON = ("kill", "engaged", "reengaged")  # kinds that announce a switch engaged; a `release` announces it off
 _KEY = "budget = ? AND window_start_us = ? AND kind = ? AND cause = ?"
@@ -26,6 +29,26 @@ def _us(moment: datetime) -> int:
 
 def _moment(us: int) -> datetime:
     return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+
+
+def _latest_engaged(rows: Iterable[tuple[int, str]]) -> list[datetime]:
+    """The window starts whose last (window start, kind) of `rows`, taken in the order recorded, engaged a switch."""
+    latest = {start: kind for start, kind in rows}
+    return [_moment(start) for start, kind in latest.items() if kind in _ON]
+
+
+def _new_grant(row: tuple[int, int, int] | None, grant: int, now_us: int) -> int:
+    """The holder's grant after adding `grant` to its row (granted, credited, expires_us), None for no row.
+
+    An expired row held nothing any more: it starts again from what it spent (what was credited,
+    when that passed what was granted), so a renewed holder is not lent its old headroom twice.
+    """
+    if row is None:
+        return grant
+    granted, credited, expires_us = row
+    if expires_us <= now_us:
+        return max(granted, credited) + grant
+    return granted + grant
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +100,72 @@ class Override:
     spend_usd: Decimal | None
 
 
+def _use_wal(db: sqlite3.Connection, patience_s: float = 5.0) -> None:
+    """Puts the file in WAL mode, waiting up to `patience_s` for another connection that holds it.
+
+    SQLite answers a journal-mode change on a file another connection is writing (a second daemon
+    creating the same fresh state.db) with "database is locked" at once, without its busy handler:
+    so the change is tried again, backing off, until the other connection is done.
+    """
+    delay, waited = 0.005, 0.0
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or waited >= patience_s:
+                raise
+        time.sleep(delay)
+        waited += delay
+        delay = min(delay * 2, 0.1)
+
+
+class StateStorage(Protocol):
+    """What the daemon keeps of its state, in SQLite (`StateStore`) or PostgreSQL (`PostgresStateStore`).
+
+    Every method commits before it returns; times are UTC datetimes or microseconds, money nano-dollars
+    (or Decimal dollars where named `_usd`). Each method's contract is `StateStore`'s docstring of it.
+    """
+
+    def record(self, event: BudgetEvent) -> bool: ...
+    def event_time(self, budget: str, window_start: datetime, kind: str) -> datetime | None: ...
+    def undelivered(self) -> list[BudgetEvent]: ...
+    def open_deliveries(self, event: BudgetEvent, targets: Iterable[str]) -> dict[str, Delivery]: ...
+    def deliveries(self, event: BudgetEvent) -> dict[str, str]: ...
+    def set_delivery(self, event: BudgetEvent, delivery: Delivery) -> None: ...
+    def settle(self, event: BudgetEvent) -> None: ...
+    def events(self, budget: str, since: datetime) -> list[EventRecord]: ...
+    def unreleased_kills(self, budget: str) -> list[datetime]: ...
+    def set_override(
+        self,
+        budget: str,
+        window_start: datetime,
+        action: str,
+        at: datetime,
+        *,
+        until: datetime | None = None,
+        spend_usd: Decimal | None = None,
+    ) -> int: ...
+    def override(self, budget: str, window_start: datetime) -> tuple[str, datetime] | None: ...
+    def hand_override(self, budget: str, window_start: datetime) -> Override | None: ...
+    def lend(
+        self,
+        holder: str,
+        budget: str,
+        window_start_us: int,
+        decide: Callable[[int, int], int],
+        *,
+        now_us: int,
+        expires_us: int,
+        service: str = "",
+    ) -> tuple[int, int]: ...
+    def give_back(self, holder: str, budget: str, window_start_us: int, used_nanos: int) -> None: ...
+    def credit(self, credits: Mapping[tuple[str, str, int], int]) -> None: ...
+    def lent(self, budget: str, window_start_us: int, now_us: int) -> tuple[int, int]: ...
+    def prune_allowances(self, before_us: int) -> int: ...
+    def close(self) -> None: ...
+
+
 class StateStore:
     """SQLite tables beside the ledger. Thread-safe (one connection behind a lock); every write is
     committed before the method returns (WAL, synchronous=FULL), so a restart neither repeats an
@@ -85,9 +174,9 @@ class StateStore:
     def __init__(self, path: Path | str) -> None:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
+        _use_wal(self._db)
+        self._db.execute("PRAGMA synchronous=FULL")
         migrate(self._db)
 
     def record(self, event: BudgetEvent) -> bool:
@@ -183,8 +272,7 @@ class StateStore:
                 "ORDER BY rowid",
                 (budget, *_ON),
             ).fetchall()
-        latest = {start: kind for start, kind in rows}
-        return [_moment(start) for start, kind in latest.items() if kind in _ON]
+        return _latest_engaged(rows)
 
     def set_override(
         self,
@@ -260,12 +348,7 @@ class StateStore:
             ).fetchone()
             live = row is not None and row[2] > now_us
             grant = max(0, decide(int(lent), int(holders) + (0 if live else 1)))
-            if row is None:
-                granted = grant
-            elif row[2] <= now_us:  # expired: what it held went back; start again from what it spent
-                granted = max(row[0], row[1]) + grant
-            else:
-                granted = row[0] + grant
+            granted = _new_grant(row, grant, now_us)
             self._db.execute(
                 "INSERT INTO allowances (holder, budget, window_start_us, granted_nanos, expires_us, service) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET granted_nanos = excluded.granted_nanos, "
