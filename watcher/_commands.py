@@ -228,9 +228,8 @@ def db_upgrade(args: argparse.Namespace) -> int:
     """Migrates the ledger and the daemon's state store the settings name to this watcher's schemas, then exits.
 
     What a daemon does when it starts, on its own: for a fleet, run it once before starting daemons of
-    a new version. The ledger migrates when opened; a ledger URL this watcher cannot open yet is skipped
-    with a line saying so, and the state store is migrated all the same. ConfigError for a database
-    that cannot be reached or was migrated by a newer watcher.
+    a new version. The ledger migrates when opened. ConfigError for a database that cannot be reached
+    or was migrated by a newer watcher.
     """
     from ._urls import hide_password
     from .daemon import upgrade_state_store
@@ -238,15 +237,8 @@ def db_upgrade(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.config)
     url = settings.ledger_url()
-    try:
-        ledger = open_ledger(url)
-    except ConfigError as error:
-        if "not yet supported" not in str(error):
-            raise
-        print(f"ledger {hide_password(url)}: skipped, {error}")
-    else:
-        ledger.close()
-        print(f"ledger {hide_password(url)}: up to date")
+    open_ledger(url).close()
+    print(f"ledger {hide_password(url)}: up to date")
     upgraded = upgrade_state_store(settings)
     if upgraded.before == upgraded.after:
         print(f"state {upgraded.where}: up to date (schema version {upgraded.after})")
