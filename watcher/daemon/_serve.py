@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from watcher._urls import hide_password
+from watcher._urls import hide_password, postgres_dsn
 from watcher.budgets import Budget, load_budgets
 from watcher.exceptions import ConfigError
 from watcher.ledger import Ledger, open_ledger
@@ -158,7 +158,10 @@ def build(
     else:
         targets = dict(notifier) if isinstance(notifier, Mapping) else {"default": notifier}
     dispatcher = Dispatcher(targets, store, max_attempts=settings.alert_max_attempts)
-    books = Books(budgets, ledger, store, clock, dispatcher.submit)
+    # On a shared database other daemons store spend too: each evaluation reads it from the rollups
+    # (O(rollups)), where a daemon alone keeps running totals and re-reads them every minute.
+    shared = postgres_dsn(settings.database_url) is not None
+    books = Books(budgets, ledger, store, clock, dispatcher.submit, resync_s=0.0 if shared else 60.0)
     prices = load_price_table(settings.prices_file)
     daemon = Daemon(
         ledger,
