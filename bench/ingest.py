@@ -1,6 +1,6 @@
 """Daemon ingestion throughput: OTLP/HTTP protobuf batches of 512 cost spans, through to the committed ledger.
 
-Usage: python bench/ingest.py [--batches N] [--senders K] [--cpu C]
+Usage: python bench/ingest.py [--batches N] [--senders K] [--cpu C] [--database-url URL]
 
 Starts `watcher serve` as its own process (fresh state directory, one budget so evaluation runs
 on every batch), sends N export requests of 512 distinct watcher cost spans from K sender
@@ -10,6 +10,12 @@ first and the last batch. Baseline, measured in this run on the same bodies: a p
 decode that turns every attribute of every span into dicts. Target: at least 30k spans/s.
 With `--cpu C` every thread of the daemon is pinned to CPU C and the senders to the others,
 so the figure is the daemon's on one core.
+
+With `--database-url postgresql://USER@HOST:PORT/DB` (a server on which the bench may create and drop
+databases), it measures in the same run, on the same bodies: one daemon on SQLite, one daemon on a
+fresh PostgreSQL database, and two daemons sharing a fresh PostgreSQL database with the senders
+split between them (any replica takes any span: dedupe is global). Target: two replicas on
+PostgreSQL at least match one on SQLite.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ import sqlite3
 import threading
 import time
 import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -110,13 +119,87 @@ def post(url: str, body: bytes) -> None:
         assert response.status == 200
 
 
+def send_all(urls: list[str], bodies: list[bytes], senders: int) -> float:
+    """Sends `bodies` from `senders` threads, sender i to `urls[i % len(urls)]`; the seconds it took."""
+    queue = list(reversed(bodies))
+    lock = threading.Lock()
+
+    def sender(url: str) -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                body = queue.pop()
+            post(f"{url}/v1/traces", body)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=sender, args=(urls[n % len(urls)],)) for n in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start
+
+
+@contextmanager
+def fresh_database(server: str) -> Iterator[str]:
+    """A new database on `server` for one configuration, dropped after."""
+    import psycopg
+
+    name = f"watcher_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield server.rsplit("/", 1)[0] + f"/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def measure(bodies: list[bytes], senders: int, replicas: int, database_url: str | None) -> float:
+    """Spans/s end to end through `replicas` daemons on `database_url` (None: SQLite), after one warm-up batch."""
+    previous = os.environ.get("WATCHER_DATABASE_URL")
+    if database_url:
+        os.environ["WATCHER_DATABASE_URL"] = database_url
+    daemons = [DaemonProcess(CONFIG).start() for _ in range(replicas)]
+    try:
+        for daemon in daemons:
+            post(f"{daemon.url}/v1/traces", bodies[0])
+        elapsed = send_all([d.url for d in daemons], bodies[1:], senders)
+        return (len(bodies) - 1) * BATCH / elapsed
+    finally:
+        for daemon in daemons:
+            daemon.stop()
+        if previous is None:
+            os.environ.pop("WATCHER_DATABASE_URL", None)
+        else:
+            os.environ["WATCHER_DATABASE_URL"] = previous
+
+
+def compare_backends(bodies: list[bytes], senders: int, server: str) -> None:
+    """One daemon on SQLite against one and two daemons on PostgreSQL, in this run on the same bodies."""
+    sqlite = measure(bodies, senders, 1, None)
+    with fresh_database(server) as url:
+        one = measure(bodies, senders, 1, url)
+    with fresh_database(server) as url:
+        two = measure(bodies, senders * 2, 2, url)
+    print(f"{(len(bodies) - 1) * BATCH} spans, {senders} senders a daemon:")
+    print(f"  one daemon on SQLite:          {sqlite:>9,.0f} spans/s")
+    print(f"  one daemon on PostgreSQL:      {one:>9,.0f} spans/s  ({one / sqlite:.2f} x SQLite)")
+    print(f"  two daemons on PostgreSQL:     {two:>9,.0f} spans/s  ({two / sqlite:.2f} x SQLite)")
+    print(f"{'PASS' if two >= sqlite else 'FAIL'}  two replicas on PostgreSQL at least match one on SQLite")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--senders", type=int, default=2)
     parser.add_argument("--cpu", type=int, default=None, help="pin the daemon to this CPU (one core, measured)")
+    parser.add_argument("--database-url", default=None, help="a PostgreSQL server to compare backends on")
     args = parser.parse_args()
     bodies = cost_span_bodies(args.batches)
+    if args.database_url:
+        compare_backends(bodies, args.senders, args.database_url)
+        return
     before = naive_decode_rate(bodies[:20])
     daemon = DaemonProcess(CONFIG).start()
     url, state = daemon.url, daemon.state_dir
