@@ -7,7 +7,7 @@ import socket
 import sqlite3
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -149,18 +149,24 @@ def test_a_working_target_gets_each_alert_once_while_a_failing_one_is_retried_up
 
 
 def test_a_target_that_recorded_its_delivery_is_not_sent_it_again_after_a_restart(tmp_path: Path) -> None:
-    """After a restart only the targets without a final state are tried, and their attempts count on."""
+    """After a crash and a restart only the targets without a final state are tried, and their attempts count
+    on, once the crashed daemon's delivery lease has expired (the restarted one has a new owner id)."""
     with Webhook() as good, Webhook() as bad:
         bad.status = 500
         now = [0.0]
+        crashed_at = datetime(2026, 11, 25, 9, tzinfo=UTC)
         before = StateStore(tmp_path / "state.db")
-        first = Dispatcher(apprise_targets([good.url, bad.url]), before, max_attempts=3)
+        first = Dispatcher(apprise_targets([good.url, bad.url]), before, max_attempts=3, wall_clock=lambda: crashed_at)
         before.record(event())
         first.submit(event())
         first.deliver_due()
-        store = StateStore(tmp_path / "state.db")  # the daemon comes back
-        again = Dispatcher(apprise_targets([good.url, bad.url]), store, max_attempts=3, clock=lambda: now[0])
-        again.resume()
+        store = StateStore(tmp_path / "state.db")  # the daemon comes back, without having stopped
+        back = [crashed_at]
+        targets = apprise_targets([good.url, bad.url])
+        again = Dispatcher(targets, store, max_attempts=3, clock=lambda: now[0], wall_clock=lambda: back[0])
+        assert again.resume() == 0, "the crashed daemon's lease still runs"
+        back[0] += timedelta(seconds=60)
+        assert again.resume() == 1
         drain(again, now)
         assert len(good.received) == 1 and len(bad.received) == 3
     assert [d.state for d in store.events("extraction-daily", event().at)[0].deliveries] == ["delivered", "failed"]

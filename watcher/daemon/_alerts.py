@@ -6,8 +6,10 @@ import heapq
 import logging
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from ._state import BudgetEvent, Delivery, StateStorage
@@ -100,15 +102,29 @@ def _url_of(service: Any) -> str:
     return url()
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class Dispatcher:
     """Delivers each event to each target on a background thread, retrying only the targets that failed.
 
     Every target's state of every event is in the store: a success is recorded by its own
-    committed write right after its send, so a restart (`resume()`) re-sends to no target that
-    recorded it; only a crash between a send and that write can repeat one message to that one
-    target. A failed target is retried after `base_delay_s`, doubling up to `max_delay_s`; after
+    committed write right after its send, so a restart re-sends to no target that recorded it;
+    only a crash between a send and that write can repeat one message to that one target. A
+    failed target is retried after `base_delay_s`, doubling up to `max_delay_s`; after
     `max_attempts` tries its state is `failed`. Counts sends and failures per target for the
-    metrics. `clock` is injected so tests drive retries with `deliver_due()`.
+    metrics.
+
+    Of the daemons sharing a store, only the one holding an event's delivery lease sends it: the
+    lease is taken for `lease_s` when the event is submitted (right after this daemon recorded it)
+    or taken over, renewed before an attempt once a third of it is used, and by `tick()` (every
+    `lease_s / 3` on the thread) while deliveries wait for a retry; `stop()` gives up the leases
+    held. An event whose lease this daemon lost (it stalled past its lease and another took it) is
+    not sent again from here. `tick()` also takes over every unsettled event whose lease is free or
+    expired (a dead daemon's) and sends it to the targets still pending. The owner is a random id
+    per dispatcher. `clock` (monotonic) schedules retries, `wall_clock` (UTC) times leases, which
+    daemons compare: both are injected so tests drive time with `tick()` and `deliver_due()`.
     """
 
     def __init__(
@@ -119,12 +135,18 @@ class Dispatcher:
         base_delay_s: float = 1.0,
         max_delay_s: float = 300.0,
         max_attempts: int = 16,
+        lease_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = _utc_now,
+        owner: str | None = None,
     ) -> None:
-        if not targets or max_attempts < 1:
-            raise ValueError("a dispatcher needs at least one target and max_attempts >= 1")
-        self._targets, self._store, self._clock = dict(targets), store, clock
+        if not targets or max_attempts < 1 or lease_s <= 0:
+            raise ValueError("a dispatcher needs at least one target, max_attempts >= 1 and lease_s > 0")
+        self._targets, self._store, self._clock, self._wall = dict(targets), store, clock, wall_clock
         self._base, self._max, self._attempts = base_delay_s, max_delay_s, max_attempts
+        self._lease_us, self._tick_s = int(lease_s * 1_000_000), lease_s / 3
+        self.owner = owner or uuid.uuid4().hex
+        self._held: dict[tuple[str, int, str, int], tuple[BudgetEvent, int]] = {}
         self._queue: list[tuple[float, int, BudgetEvent, Delivery]] = []
         self._queued: set[tuple[tuple[str, int, str, int], str]] = set()
         self._counter = 0
@@ -140,23 +162,92 @@ class Dispatcher:
         return list(self._targets)
 
     def start(self) -> Dispatcher:
+        """Takes over what no live daemon is delivering (`resume`), then delivers and ticks on its thread."""
         self.resume()
         self._thread.start()
         return self
 
-    def resume(self) -> None:
-        """Queues every event not yet settled, for the targets that have no final state (after a restart)."""
-        for event in self._store.undelivered():
-            self.submit(event)
+    def tick(self) -> int:
+        """Renews the leases held that are a third used, then takes over what `resume` finds; returns how many
+        events it took over. The thread calls it every `lease_s / 3`."""
+        now_us = self._now_us()
+        with self._wake:
+            due = [event for event, until in self._held.values() if until - now_us <= self._lease_us * 2 // 3]
+        for event in due:
+            self._renew(event, now_us)
+        return self.resume()
+
+    def resume(self) -> int:
+        """Takes the lease of every unsettled event whose lease is free or expired (its own from before a
+        restart, a dead daemon's) and queues its targets still pending, attempts counted on; returns how many."""
+        taken = 0
+        for event in self._store.claimable(self._now_us()):
+            with self._wake:
+                held = event.key() in self._held
+            if not held and self._take(event):
+                taken += 1
+        return taken
 
     def submit(self, event: BudgetEvent) -> None:
-        """Queues `event` for every target still pending (recorded as pending first), due now."""
+        """Takes `event`'s delivery lease and queues it for every target still pending (recorded as pending first),
+        due now; queues nothing when another daemon holds the lease (that daemon delivers it)."""
+        self._take(event)
+
+    def _take(self, event: BudgetEvent) -> bool:
+        """`submit`; True when this dispatcher took the lease."""
+        if not self._claim(event):
+            return False
         deliveries = self._store.open_deliveries(event, self._targets)
         pending = [d for d in deliveries.values() if d.state == "pending"]
         if not pending:
-            self._store.settle(event)
+            self._settle(event)
         for delivery in pending:
             self._push(self._clock(), event, delivery)
+        return True
+
+    def holds(self, event: BudgetEvent) -> bool:
+        """Whether this dispatcher holds `event`'s delivery lease, as far as it knows (renewals may still fail)."""
+        with self._wake:
+            return event.key() in self._held
+
+    def _now_us(self) -> int:
+        return int(self._wall().timestamp() * 1_000_000)
+
+    def _claim(self, event: BudgetEvent) -> bool:
+        now_us = self._now_us()
+        until = now_us + self._lease_us
+        if not self._store.claim(event, self.owner, until, now_us):
+            return False
+        with self._wake:
+            self._held[event.key()] = (event, until)
+        return True
+
+    def _keep(self, event: BudgetEvent) -> bool:
+        """True when this dispatcher still holds `event`'s lease, renewed first once a third of it is used."""
+        now_us = self._now_us()
+        with self._wake:
+            held = self._held.get(event.key())
+        if held is None:
+            return False
+        return held[1] - now_us > self._lease_us * 2 // 3 or self._renew(event, now_us)
+
+    def _renew(self, event: BudgetEvent, now_us: int) -> bool:
+        """Moves the lease on by `lease_s` from `now_us`; when another daemon took it, forgets the event."""
+        until = now_us + self._lease_us
+        renewed = self._store.renew(event, self.owner, until)
+        with self._wake:
+            if not renewed:
+                self._held.pop(event.key(), None)
+            elif event.key() in self._held:
+                self._held[event.key()] = (event, until)
+        if not renewed:
+            log.warning("another daemon took over the %s of budget %r; it sends the rest", event.kind, event.budget)
+        return renewed
+
+    def _settle(self, event: BudgetEvent) -> None:
+        self._store.settle(event)
+        with self._wake:
+            self._held.pop(event.key(), None)
 
     def _push(self, due: float, event: BudgetEvent, delivery: Delivery) -> None:
         with self._wake:
@@ -186,6 +277,8 @@ class Dispatcher:
             return None
 
     def _deliver(self, event: BudgetEvent, delivery: Delivery) -> None:
+        if not self._keep(event):
+            return  # another daemon holds the lease now, and sends what is left
         target, attempts = delivery.target, delivery.attempts + 1
         if self._send(target, event):
             self._store.set_delivery(event, Delivery(target, "delivered", attempts))
@@ -225,18 +318,38 @@ class Dispatcher:
     def _settle_if_done(self, event: BudgetEvent) -> None:
         states = self._store.deliveries(event)
         if all(states.get(target, "pending") != "pending" for target in self._targets):
-            self._store.settle(event)
+            self._settle(event)
 
     def _run(self) -> None:
+        next_tick = self._clock() + self._tick_s
         while not self._stopped:
+            if self._clock() >= next_tick:
+                self._tick_safely()
+                next_tick = self._clock() + self._tick_s
             self.deliver_due()
             with self._wake:
-                timeout = max(0.0, self._queue[0][0] - self._clock()) if self._queue else None
-                self._wake.wait(timeout)
+                if self._stopped:
+                    return
+                due = min(next_tick, self._queue[0][0]) if self._queue else next_tick
+                self._wake.wait(max(0.0, due - self._clock()))
+
+    def _tick_safely(self) -> None:
+        try:
+            self.tick()
+        except Exception:  # the store unreachable for a moment must not end the deliveries
+            log.exception("renewing or taking over alert deliveries failed; trying again at the next tick")
 
     def stop(self) -> None:
+        """Stops the thread, then gives up the leases held so another daemon (or this one restarted) takes over
+        at once; a thread still sending after 5 s keeps them, to expire, so nothing is sent twice."""
         with self._wake:
             self._stopped = True
             self._wake.notify()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            return
+        with self._wake:
+            held, self._held = list(self._held.values()), {}
+        for event, _ in held:
+            self._store.release(event, self.owner)

@@ -8,7 +8,7 @@ from watcher.exceptions import ConfigError
 
 __all__ = ["VERSION", "migrate"]
 
-VERSION = 2
+VERSION = 3
 
 # An event is one row, keyed by budget, window, kind and cause: 0 for events of a threshold or a period
 # end (one per window), the `seq` of the hand action for events a hand action caused (one per action).
@@ -64,6 +64,13 @@ CREATE TABLE allowances (
 );
 CREATE INDEX allowances_by_budget ON allowances (budget, window_start_us, expires_us);
 """
+# The delivery lease of each event (docs/alerts.md): the daemon delivering it (`lease_owner`, a random id
+# per daemon process) and until when (`lease_until_us`); NULL while no daemon has taken it. Daemons sharing
+# the file take over an unsettled event whose lease expired, so a dead daemon's deliveries are finished.
+_LEASES = """
+ALTER TABLE budget_events ADD COLUMN lease_owner TEXT;
+ALTER TABLE budget_events ADD COLUMN lease_until_us INTEGER;
+"""
 # Version 0 had one `delivered` flag per event (set when apprise took it for every URL at once), no
 # cause, and overrides without seq, until or spend. Its rows are kept: a delivered event stays settled
 # (never sent again), an undelivered one is pending for every target, rows keep their order.
@@ -107,10 +114,10 @@ def migrate(db: sqlite3.Connection) -> int:
 
 def _steps(db: sqlite3.Connection, version: int) -> None:
     """Runs the statements that take a file at `version` to `VERSION`: 0 is empty, or the first schema (one
-    delivery flag per event); 1 has no allowances."""
+    delivery flag per event); 1 has no allowances; 2 has no delivery leases."""
     has_events = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'budget_events'").fetchone()
     to_1 = _FROM_0.format(tables=_TABLES) if has_events else _TABLES + _OVERRIDES
-    script = (to_1 if version < 1 else "") + _ALLOWANCES
+    script = (to_1 if version < 1 else "") + (_ALLOWANCES if version < 2 else "") + _LEASES
     for statement in script.split(";"):  # executescript would commit the open transaction
         if statement.strip():
             db.execute(statement)

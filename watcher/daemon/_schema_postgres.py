@@ -67,7 +67,12 @@ CREATE INDEX allowances_by_budget ON allowances (budget, window_start_us, expire
 CREATE INDEX allowances_by_expiry ON allowances (expires_us);
 """
 
-_STEPS: tuple[str, ...] = (_V1,)
+# The delivery lease of each event, as in the SQLite schema: who delivers it and until when (NULL: nobody).
+_V2 = """
+ALTER TABLE budget_events ADD COLUMN lease_owner TEXT, ADD COLUMN lease_until_us BIGINT;
+"""
+
+_STEPS: tuple[str, ...] = (_V1, _V2)
 """Step N takes the database from version N to N + 1; add a step, never edit one that has shipped."""
 
 VERSION = len(_STEPS)

@@ -157,7 +157,7 @@ def build(
         targets = _targets(settings)
     else:
         targets = dict(notifier) if isinstance(notifier, Mapping) else {"default": notifier}
-    dispatcher = Dispatcher(targets, store, max_attempts=settings.alert_max_attempts)
+    dispatcher = Dispatcher(targets, store, max_attempts=settings.alert_max_attempts, wall_clock=clock)
     # On a shared database other daemons store spend too: each evaluation reads it from the rollups
     # (O(rollups)), where a daemon alone keeps running totals and re-reads them every minute.
     shared = postgres_dsn(settings.database_url) is not None

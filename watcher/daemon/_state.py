@@ -130,6 +130,10 @@ class StateStorage(Protocol):
     def record(self, event: BudgetEvent) -> bool: ...
     def event_time(self, budget: str, window_start: datetime, kind: str) -> datetime | None: ...
     def undelivered(self) -> list[BudgetEvent]: ...
+    def claim(self, event: BudgetEvent, owner: str, until_us: int, now_us: int) -> bool: ...
+    def renew(self, event: BudgetEvent, owner: str, until_us: int) -> bool: ...
+    def release(self, event: BudgetEvent, owner: str) -> None: ...
+    def claimable(self, now_us: int) -> list[BudgetEvent]: ...
     def open_deliveries(self, event: BudgetEvent, targets: Iterable[str]) -> dict[str, Delivery]: ...
     def deliveries(self, event: BudgetEvent) -> dict[str, str]: ...
     def set_delivery(self, event: BudgetEvent, delivery: Delivery) -> None: ...
@@ -205,6 +209,49 @@ class StateStore:
             rows = self._db.execute(
                 "SELECT budget, window_start_us, kind, at_us, message, cause FROM budget_events "
                 "WHERE settled = 0 ORDER BY rowid"
+            ).fetchall()
+        return [BudgetEvent(b, _moment(w), k, _moment(a), m, c) for b, w, k, a, m, c in rows]
+
+    def claim(self, event: BudgetEvent, owner: str, until_us: int, now_us: int) -> bool:
+        """Gives `owner` the delivery lease of `event` until `until_us` if the event is unsettled and its lease
+        is free, expired at `now_us`, or `owner`'s already; True when `owner` holds it now.
+
+        One conditional update: of daemons racing for one lease, exactly one gets it. Only the holder of
+        an event's lease sends it, so a live daemon's deliveries are never repeated by another.
+        """
+        with self._lock:
+            cursor = self._db.execute(
+                f"UPDATE budget_events SET lease_owner = ?, lease_until_us = ? WHERE {_KEY} AND settled = 0 "
+                "AND (lease_owner IS NULL OR lease_owner = ? OR lease_until_us <= ?)",
+                (owner, until_us, *event.key(), owner, now_us),
+            )
+            return cursor.rowcount == 1
+
+    def renew(self, event: BudgetEvent, owner: str, until_us: int) -> bool:
+        """Moves `owner`'s lease of `event` on to `until_us`; False when `owner` does not hold it (another daemon
+        took it after it expired), and then `owner` must not send it any more."""
+        with self._lock:
+            cursor = self._db.execute(
+                f"UPDATE budget_events SET lease_until_us = ? WHERE {_KEY} AND lease_owner = ?",
+                (until_us, *event.key(), owner),
+            )
+            return cursor.rowcount == 1
+
+    def release(self, event: BudgetEvent, owner: str) -> None:
+        """Gives up `owner`'s lease of `event` (a daemon stopping): another daemon may take it at once."""
+        with self._lock:
+            self._db.execute(
+                f"UPDATE budget_events SET lease_owner = NULL, lease_until_us = NULL WHERE {_KEY} AND lease_owner = ?",
+                (*event.key(), owner),
+            )
+
+    def claimable(self, now_us: int) -> list[BudgetEvent]:
+        """Unsettled events whose lease is free or expired at `now_us`, oldest first: what a daemon may take over."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT budget, window_start_us, kind, at_us, message, cause FROM budget_events "
+                "WHERE settled = 0 AND (lease_owner IS NULL OR lease_until_us <= ?) ORDER BY rowid",
+                (now_us,),
             ).fetchall()
         return [BudgetEvent(b, _moment(w), k, _moment(a), m, c) for b, w, k, a, m, c in rows]
 

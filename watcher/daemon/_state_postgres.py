@@ -112,6 +112,45 @@ class PostgresStateStore:
             rows = db.execute(f"SELECT {_EVENT} FROM budget_events WHERE NOT settled ORDER BY id").fetchall()
         return [_event(row) for row in rows]
 
+    def claim(self, event: BudgetEvent, owner: str, until_us: int, now_us: int) -> bool:
+        """`StateStore.claim`'s contract across daemons: one conditional update, which PostgreSQL runs on the
+        row's latest version after waiting for its lock, so of daemons racing for one lease one gets it."""
+        with self._pool.connection() as db:
+            row = db.execute(
+                f"UPDATE budget_events SET lease_owner = %s, lease_until_us = %s WHERE {_KEY} AND NOT settled "
+                "AND (lease_owner IS NULL OR lease_owner = %s OR lease_until_us <= %s) RETURNING 1",
+                (owner, until_us, *event.key(), owner, now_us),
+            ).fetchone()
+        return row is not None
+
+    def renew(self, event: BudgetEvent, owner: str, until_us: int) -> bool:
+        """Moves `owner`'s lease of `event` on to `until_us`; False when `owner` does not hold it (another daemon
+        took it after it expired), and then `owner` must not send it any more."""
+        with self._pool.connection() as db:
+            row = db.execute(
+                f"UPDATE budget_events SET lease_until_us = %s WHERE {_KEY} AND lease_owner = %s RETURNING 1",
+                (until_us, *event.key(), owner),
+            ).fetchone()
+        return row is not None
+
+    def release(self, event: BudgetEvent, owner: str) -> None:
+        """Gives up `owner`'s lease of `event` (a daemon stopping): another daemon may take it at once."""
+        with self._pool.connection() as db:
+            db.execute(
+                f"UPDATE budget_events SET lease_owner = NULL, lease_until_us = NULL WHERE {_KEY} AND lease_owner = %s",
+                (*event.key(), owner),
+            )
+
+    def claimable(self, now_us: int) -> list[BudgetEvent]:
+        """Unsettled events whose lease is free or expired at `now_us`, oldest first: what a daemon may take over."""
+        with self._pool.connection() as db:
+            rows = db.execute(
+                f"SELECT {_EVENT} FROM budget_events WHERE NOT settled "
+                "AND (lease_owner IS NULL OR lease_until_us <= %s) ORDER BY id",
+                (now_us,),
+            ).fetchall()
+        return [_event(row) for row in rows]
+
     def open_deliveries(self, event: BudgetEvent, targets: Iterable[str]) -> dict[str, Delivery]:
         """Adds a `pending` delivery of `event` for each of `targets` that has none (one transaction);
         returns the delivery of every one of `targets`."""
