@@ -133,7 +133,7 @@ def test_the_replicas_run_the_single_daemons_config_mounted_from_the_repository(
 @needs_compose
 def test_docker_compose_hands_every_replica_the_same_token_and_database() -> None:
     """`docker-compose --profile fleet config` resolves; the token and password from the environment reach all users."""
-    services = _resolved(WATCHER_TOKEN="from-the-environment", WATCHER_POSTGRES_PASSWORD="pw0from0env")
+    services = _resolved(WATCHER_TOKEN="from-the-environment", FLEET_POSTGRES_PASSWORD="pw0from0env")
     assert set(services) >= FLEET
     tokens = {name: services[name]["environment"]["WATCHER_TOKEN"] for name in (*REPLICAS, "otel-collector-fleet")}
     assert set(tokens.values()) == {"from-the-environment"}
