@@ -10,10 +10,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# The package only, without its test extras; the source tree is not kept in the image.
+# The package with its `postgres` extra (psycopg, with libpq in its wheel), so the same image runs a
+# daemon on SQLite or one of a fleet on PostgreSQL (WATCHER_DATABASE_URL); without its test extras, and
+# the source tree is not kept in the image.
 COPY pyproject.toml README.md /src/
 COPY watcher /src/watcher
-RUN pip install /src && rm -rf /src
+RUN pip install "/src[postgres]" && rm -rf /src
 
 # An unprivileged user owns the ledger and state; mount a volume on /var/lib/watcher to keep them.
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/watcher --shell /usr/sbin/nologin watcher \

@@ -197,10 +197,13 @@ def _dockerfile() -> str:
 
 
 def test_the_dockerfile_runs_the_daemon_as_a_non_root_user_from_a_pinned_base() -> None:
-    """A pinned python:3.11 slim base, the package without test extras, a non-root user, state on a volume."""
+    """A pinned python:3.11 slim base, the package with its postgres extra (a fleet's replicas run this image) but
+    without test extras, a non-root user, state on a volume."""
     text = _dockerfile()
     assert re.search(r"^FROM python:3\.11\.\d+-slim-\w+$", text, re.M)
-    assert re.search(r"^RUN pip install /src ", text, re.M) and "[test]" not in text
+    assert re.search(r'^RUN pip install "/src\[postgres\]" ', text, re.M) and "[test]" not in text
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(requirement.startswith("psycopg[") for requirement in extras["postgres"])
     user = re.findall(r"^USER (\S+)$", text, re.M)
     assert user and user[-1] not in ("root", "0")
     assert "ENV WATCHER_STATE_DIR=/var/lib/watcher" in text
@@ -399,8 +402,9 @@ def test_prometheus_scrapes_the_daemon_with_the_token_and_raises_budget_alerts(t
 
 
 def test_compose_pins_every_image_and_puts_the_traffic_generator_in_the_demo_profile() -> None:
-    """Six services; images pinned to explicit versions; `traffic` only under --profile demo; named volumes."""
-    services = _compose()["services"]
+    """Five services by default; images pinned to explicit versions; `traffic` only under --profile demo; named
+    volumes. (The fleet profile's services and PostgreSQL's two-part version: tests/test_stack_fleet.py.)"""
+    services = {name: s for name, s in _compose()["services"].items() if s.get("profiles") != ["fleet"]}
     assert set(services) == {"watcher", "otel-collector", "prometheus", "grafana", "mailpit", "traffic"}
     for name, service in services.items():
         if "build" not in service:
@@ -451,7 +455,8 @@ def test_docker_compose_accepts_the_file_and_hands_every_service_the_same_token(
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    services = yaml.safe_load(result.stdout)["services"]
+    # docker-compose 1.x lists every profile's services; the fleet's are tests/test_stack_fleet.py's.
+    services = {n: s for n, s in yaml.safe_load(result.stdout)["services"].items() if s.get("profiles") != ["fleet"]}
     users = {name for name, s in services.items() if s.get("environment", {}).get("WATCHER_TOKEN")}
     assert users == {"watcher", "otel-collector", "prometheus", "traffic"}
     assert {services[name]["environment"]["WATCHER_TOKEN"] for name in users} == {"from-the-environment"}
