@@ -67,7 +67,8 @@ class PostgresStateStore:
     returns. What SQLite gets from a single writer, this gets from the database: an event is
     claimed by the one insert that creates its row (`record` is True for one daemon only), a
     loan holds an advisory lock on its budget window for its transaction, credits add in place,
-    and hand actions are numbered by a sequence. Migrates the schema when opened.
+    and hand actions are numbered by a sequence. Migrates the schema when opened. Each pooled connection is
+    checked before use, so after a database outage no call fails on a connection the server dropped.
     """
 
     def __init__(self, url: str, *, max_connections: int = 8, connect_timeout_s: float = 10.0) -> None:
@@ -82,6 +83,8 @@ class PostgresStateStore:
             configure=_read_committed,
             name="watcher-state",
             timeout=connect_timeout_s * 3,
+            check=ConnectionPool.check_connection,  # one the server dropped (an outage) is replaced, not used
+            reconnect_timeout=5.0,  # see the ledger's pool: the back-off stays short, so it reconnects soon after
             open=True,
         )
 

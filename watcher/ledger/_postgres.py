@@ -126,6 +126,13 @@ _NOTE_VALUES = (
 _HOUR_US = 3_600_000_000
 _SEEN_LIMIT = 10_000  # dimension values remembered as stored; beyond, ON CONFLICT DO NOTHING finds them again
 _CONNECT_TIMEOUT_S = 10
+_WAIT_S = 3.0
+"""How long a call waits for a pooled connection: well below an OTLP exporter's usual 10 s timeout (and the
+daemon's 5 s export turn), so while the server is down an export is answered 503 + Retry-After, not timed out."""
+_RECONNECT_S = 5.0
+"""How long the pool retries one lost connection in the background (backing off from 1 s, doubling) before it
+gives up; the next call then starts a new attempt at once. Short, so the back-off never grows past a few seconds
+and a daemon whose server comes back after a long outage reconnects within seconds, not minutes."""
 _SPEND_PART = "(SELECT SUM(cost_nanos) FROM {table} WHERE {column} >= %s AND {column} < %s{condition})"
 _BREAKDOWN_SUMS = ", ".join(
     f"SUM({expression})"
@@ -151,7 +158,9 @@ class PostgresLedger:
 
     Every call takes a connection from a `psycopg_pool.ConnectionPool` of up to `max_connections`,
     so calls from several threads run in parallel; a call waits up to `wait_s` seconds for one
-    (the server down, the pool busy), then raises `psycopg_pool.PoolTimeout`. Appends from any number of ledgers on one
+    (the server down, the pool busy), then raises `psycopg_pool.PoolTimeout`. Each connection is checked
+    before use and lost ones are replaced, so once the server is back after an outage calls succeed again
+    within seconds, on the same ledger. Appends from any number of ledgers on one
     database count each key once and keep the hourly rollups equal to the stored entries (see
     `append`). Durability is the server's: an append returns once its transaction is committed.
 
@@ -163,7 +172,7 @@ class PostgresLedger:
     Error messages show the URL without its password.
     """
 
-    def __init__(self, url: str, *, read_only: bool = False, max_connections: int = 4, wait_s: float = 10.0) -> None:
+    def __init__(self, url: str, *, read_only: bool = False, max_connections: int = 4, wait_s: float = _WAIT_S) -> None:
         self._seen: set[tuple[str, str]] = set()  # dimension values known stored: a cache of _SEEN_LIMIT at most
         self._seen_lock = threading.Lock()
         self._closed = False
@@ -182,6 +191,7 @@ class PostgresLedger:
             min_size=1,
             max_size=max_connections,
             timeout=wait_s,
+            reconnect_timeout=_RECONNECT_S,
             open=False,
             configure=_configure,
             check=ConnectionPool.check_connection,
