@@ -165,3 +165,44 @@ def test_allowances_out_survive_a_daemon_restart(tmp_path: Path, clock: Clock) -
         assert lend(again, "holder-after", want=0.011, need=0.007)["refused"] is True
     finally:
         again.stop()
+
+
+def test_a_budget_the_daemon_no_longer_has_is_lent_nothing_and_named(running: Running) -> None:
+    """An ask for a budget missing from the daemon's configuration is answered, not refused: it is named unknown."""
+    body = {"version": 1, "holder": "stale-holder", "asks": [{"budget": "gone", "want_usd": 1, "need_usd": 0.1}]}
+    status, answer = http(f"{running.address}/v1/allowances", json.dumps(body).encode())
+    assert status == 200, answer
+    assert json.loads(answer)["unknown"] == ["gone"] and json.loads(answer)["grants"] == []
+
+
+class StaleDaemon:
+    """Answers every allowance request as a daemon whose configuration dropped the budget `gone`."""
+
+    endpoint = "http://stale.invalid"
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def get(self, path: str, timeout_s: float | None = None) -> bytes:
+        raise OSError("not used")
+
+    def post_json(self, path: str, body: bytes = b"", timeout_s: float | None = None) -> object:
+        self.asked += 1
+        holder = json.loads(body)["holder"]
+        return {"version": 1, "holder": holder, "expires_in_s": 30, "grants": [], "unknown": ["gone"]}
+
+
+def test_a_hook_with_a_stale_budget_lets_the_call_through_and_stops_reserving_for_it() -> None:
+    """Calls under a budget the daemon no longer has are neither refused nor reserved, after one ask."""
+    from watcher._instrument._allowance import Allowances
+    from watcher._instrument._killswitch import Board, Rule
+
+    board = Board(fail_closed=True)
+    board.scopes, board.lends = (Rule("gone", None, None, 0.0, 0.0, None),), True
+    board.ready.set()
+    daemon = StaleDaemon()
+    allowances = Allowances(daemon, board, service="s", fail_closed=True, horizon_s=5)
+    assert allowances.budgets_for("loop", MODEL) == ("gone",)
+    assert allowances.reserve(("gone",), 0.01) is None
+    assert allowances.budgets_for("loop", MODEL) == ()
+    assert daemon.asked == 1

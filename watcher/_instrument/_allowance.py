@@ -142,6 +142,7 @@ class Allowances:
         self._scopes: tuple[Rule, ...] | None = None
         self._retry_at = 0.0  # after a failed request, monotonic time before which none is sent
         self._unsupported = False  # the daemon answered 404: it lends nothing
+        self._unknown: frozenset[str] = frozenset()  # budgets the daemon said it does not have
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="watcher-allowances", daemon=True)
@@ -166,12 +167,14 @@ class Allowances:
             scopes = self._board.scopes
         if not scopes or not self._board.lends or self._unsupported:
             return ()
+        if self._unknown and scopes is not self._scopes:
+            self._unknown = frozenset()  # a new document: its budgets are the daemon's
         if scopes is not self._scopes:
             self._covering, self._scopes = {}, scopes
         key = (request_type, model)
         found = self._covering.get(key)
         if found is None:
-            found = tuple(rule.budget for rule in scopes if rule.covers(request_type, model))
+            found = tuple(r.budget for r in scopes if r.covers(request_type, model) and r.budget not in self._unknown)
             if len(self._covering) < 4096:
                 self._covering[key] = found
         return found
@@ -188,6 +191,9 @@ class Allowances:
         for attempt in range(2):
             if not self._ask_now(budgets, amount):
                 self._unanswered()
+                return None
+            budgets = tuple(name for name in budgets if name not in self._unknown)
+            if not budgets:  # the daemon no longer has them: nothing to hold the call against
                 return None
             taken = self._take(budgets, amount)
             if taken is None and attempt == 0:
@@ -301,6 +307,9 @@ class Allowances:
 
     def _apply(self, session: Session, answer: Any, sent: float) -> None:
         ttl = float(answer["expires_in_s"])
+        unknown = frozenset(str(name) for name in answer.get("unknown") or ())
+        if unknown != self._unknown:
+            self._unknown, self._covering = self._unknown | unknown, {}
         with self._lock:
             for item in answer["grants"]:
                 name, window = str(item["budget"]), str(item["window_start"])

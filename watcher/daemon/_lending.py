@@ -152,10 +152,16 @@ class Lender:
                 raise
 
     def lend(self, request: LoanRequest) -> dict[str, Any]:
-        """The answer to one allowance request (docs/api.md); KeyError names an unknown budget."""
-        unknown = [ask.budget for ask in request.asks if ask.budget not in self.books.budgets]
-        if unknown:
-            raise KeyError(f"no budget named {unknown[0]!r}")
+        """The answer to one allowance request (docs/api.md).
+
+        A budget the daemon does not know (a hook that has not yet seen a configuration change) is
+        listed in `unknown` and lent nothing: the hook stops reserving for it, as the next kill-switch
+        document will tell it anyway.
+        """
+        unknown = sorted({ask.budget for ask in request.asks if ask.budget not in self.books.budgets})
+        request = LoanRequest(
+            request.holder, request.service, tuple(a for a in request.asks if a.budget not in unknown), request.final
+        )
         now = self.books.now()
         expires = now + self.ttl
         grants = []
@@ -170,7 +176,13 @@ class Lender:
         for grant in grants:
             if grant["refused"] and not grant["engaged"]:
                 self.books.exhausted(grant["budget"], Decimal(str(grant["need_usd"])), Decimal(str(grant["lent_usd"])))
-        return {"version": 1, "holder": request.holder, "expires_in_s": self.ttl.total_seconds(), "grants": grants}
+        return {
+            "version": 1,
+            "holder": request.holder,
+            "expires_in_s": self.ttl.total_seconds(),
+            "grants": grants,
+            "unknown": unknown,
+        }
 
     def _loan(self, request: LoanRequest, ask: Ask, start: int, now: datetime, expires: datetime) -> dict[str, Any]:
         """One budget's loan. The spend is read after what is lent, inside the store's transaction: where
