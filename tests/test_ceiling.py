@@ -31,6 +31,7 @@ class Modifiers:
     batch: bool
     fast: bool
     us_geo: bool
+    regional: bool = False
 
     def usage(self, *, uncached: int, read: int, five: int, hour: int, output: int, searches: int) -> TokenUsage:
         return TokenUsage(
@@ -43,13 +44,14 @@ class Modifiers:
             service_tier="batch" if self.batch else None,
             speed="fast" if self.fast else None,
             inference_geo="us" if self.us_geo else None,
+            endpoint="regional" if self.regional else None,
         )
 
     def ceiling(self, model: str, at: datetime) -> Ceiling:
-        return TABLE.ceiling(model, at=at, batch=self.batch, fast=self.fast, us_geo=self.us_geo)
+        return TABLE.ceiling(model, at=at, batch=self.batch, fast=self.fast, us_geo=self.us_geo, regional=self.regional)
 
 
-modifiers = st.builds(Modifiers, st.booleans(), st.booleans(), st.booleans())
+modifiers = st.builds(Modifiers, st.booleans(), st.booleans(), st.booleans(), st.booleans())
 
 
 @st.composite
@@ -106,7 +108,15 @@ def test_the_ceiling_is_the_cost_of_the_dearest_usage_within_its_counts(
     assert exact <= ceiling <= exact * Decimal("1.000000002")
 
 
-@given(model=models, at=moments, mods=modifiers, call=calls(), fast=st.booleans(), us_geo=st.booleans())
+@given(
+    model=models,
+    at=moments,
+    mods=modifiers,
+    call=calls(),
+    fast=st.booleans(),
+    us_geo=st.booleans(),
+    regional=st.booleans(),
+)
 def test_asking_for_more_modifiers_than_the_call_used_still_bounds_it(
     model: str,
     at: datetime,
@@ -114,11 +124,12 @@ def test_asking_for_more_modifiers_than_the_call_used_still_bounds_it(
     call: tuple[int, int, int, tuple[int, int, int, int], int, int],
     fast: bool,
     us_geo: bool,
+    regional: bool,
 ) -> None:
-    """A ceiling with fast mode or US-only inference bounds a call that turned out to use neither."""
+    """A ceiling with fast mode, US-only inference or a regional endpoint bounds a call that turned out to use none."""
     prompt, output, searches, (uncached, read, five, hour), used_output, used_searches = call
     usage = mods.usage(uncached=uncached, read=read, five=five, hour=hour, output=used_output, searches=used_searches)
-    wider = Modifiers(mods.batch, mods.fast or fast, mods.us_geo or us_geo)
+    wider = Modifiers(mods.batch, mods.fast or fast, mods.us_geo or us_geo, mods.regional or regional)
     assert Decimal(wider.ceiling(model, at).cost(prompt, output, searches)) >= TABLE.cost(model, usage, at=at).total_usd
 
 

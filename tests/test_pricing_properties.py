@@ -34,19 +34,23 @@ US_GEO_MODELS = frozenset(
     }
 )
 
+# Sonnet 4.5, Haiku 4.5, Opus 4.5 and every later model charge 1.1x on a Bedrock or Vertex AI regional endpoint.
+REGIONAL_MODELS = US_GEO_MODELS | {"claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-5"}
+
 models = st.sampled_from(TABLE.models)
 moments = st.dates(date(2024, 1, 1), date(2027, 12, 31)).map(lambda d: datetime.combine(d, time(12), UTC))
 
 
 @st.composite
 def usages(draw: st.DrawFn, counts: st.SearchStrategy[int] = SMALL) -> TokenUsage:
-    """A usage record with small counts and any mix of tier, geo, speed and batch."""
+    """A usage record with small counts and any mix of tier, geo, speed, batch and endpoint."""
     return TokenUsage(
         *(draw(counts) for _ in COUNT_FIELDS),
         service_tier=draw(st.sampled_from([None, "standard", "priority", "batch"])),
         inference_geo=draw(st.sampled_from([None, "us", "global"])),
         speed=draw(st.sampled_from([None, "standard", "fast"])),
         batch=draw(st.booleans()),
+        endpoint=draw(st.sampled_from([None, "global", "regional"])),
     )
 
 
@@ -63,7 +67,9 @@ def tokens_usd(cost: Cost) -> Decimal:
 @given(models, usages(), usages(), moments)
 def test_cost_is_linear_within_a_tier(model: str, a: TokenUsage, b: TokenUsage, at: datetime) -> None:
     """Pricing a + b costs exactly cost(a) + cost(b) when no tier threshold is crossed."""
-    b = replace(b, service_tier=a.service_tier, inference_geo=a.inference_geo, speed=a.speed, batch=a.batch)
+    b = replace(
+        b, service_tier=a.service_tier, inference_geo=a.inference_geo, speed=a.speed, batch=a.batch, endpoint=a.endpoint
+    )
     both = TABLE.cost(model, plus(a, b), at=at).total_usd
     assert both == TABLE.cost(model, a, at=at).total_usd + TABLE.cost(model, b, at=at).total_usd
 
@@ -87,10 +93,27 @@ def test_batch_exactly_halves_token_costs(model: str, usage: TokenUsage, at: dat
 @given(models, usages(), moments)
 def test_us_geo_is_exactly_1_1x_on_eligible_models(model: str, usage: TokenUsage, at: datetime) -> None:
     """US-only inference costs exactly 1.1x the token cost on eligible models and 1x on others."""
+    usage = replace(usage, endpoint=None)  # a regional endpoint is the same geographic factor: not twice
     anywhere = TABLE.cost(model, replace(usage, inference_geo=None), at=at)
     us_only = TABLE.cost(model, replace(usage, inference_geo="us"), at=at)
     factor = Decimal("1.1") if model in US_GEO_MODELS else Decimal(1)
     assert tokens_usd(us_only) == tokens_usd(anywhere) * factor
+
+
+@given(models, usages(), moments)
+def test_a_regional_endpoint_is_exactly_1_1x_on_eligible_models(model: str, usage: TokenUsage, at: datetime) -> None:
+    """A regional Bedrock or Vertex AI endpoint costs exactly 1.1x the token cost of a global one on eligible models
+    and 1x on older ones; an unknown endpoint prices as global, and with US-only inference the 1.1x applies once."""
+    usage = replace(usage, inference_geo=None)
+    global_ = TABLE.cost(model, replace(usage, endpoint="global"), at=at)
+    regional = TABLE.cost(model, replace(usage, endpoint="regional"), at=at)
+    factor = Decimal("1.1") if model in REGIONAL_MODELS else Decimal(1)
+    assert tokens_usd(regional) == tokens_usd(global_) * factor
+    assert TABLE.cost(model, replace(usage, endpoint=None), at=at).total_usd == global_.total_usd
+    assert ("regional_endpoint" in regional.flags) == (model in REGIONAL_MODELS)
+    both = TABLE.cost(model, replace(usage, endpoint="regional", inference_geo="us"), at=at)
+    once = Decimal("1.1") if model in REGIONAL_MODELS | US_GEO_MODELS else Decimal(1)
+    assert tokens_usd(both) == tokens_usd(global_) * once
 
 
 @given(models, st.integers(0, 10**7), moments)
@@ -153,13 +176,13 @@ def test_batch_savings_are_the_standard_cost_minus_the_batch_cost(model: str, us
 
 @given(model=models, usage=usages(st.integers(0, 300_000)), at=moments)
 def test_cost_bounds_hold_the_cost_whatever_geo_and_speed_applied(model: str, usage: TokenUsage, at: datetime) -> None:
-    """cost_bounds() brackets cost() for any usage, tier, batch, geo and speed; with neither geo nor fast mode
-    its lower bound is the cost itself."""
+    """cost_bounds() brackets cost() for any usage, tier, batch, geo, speed and endpoint; with no geo, fast mode or
+    regional endpoint its lower bound is the cost itself."""
     bounds = TABLE.cost_bounds(model, usage, at=at)
     assert bounds is not None
     least, most = bounds
     assert least <= TABLE.cost(model, usage, at=at).total_usd <= most
-    plain = replace(usage, inference_geo=None, speed=None)
+    plain = replace(usage, inference_geo=None, speed=None, endpoint=None)
     assert TABLE.cost(model, plain, at=at).total_usd == least
 
 

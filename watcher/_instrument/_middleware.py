@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -11,6 +12,7 @@ from typing import Any
 from anthropic import APIRequest, Middleware
 
 from ..exceptions import BudgetExceeded
+from ..pricing import bedrock_endpoint, vertex_endpoint
 from ._allowance import Allowances
 from ._context import current_request_type, suppressed
 from ._count import count_input, count_input_async
@@ -24,7 +26,9 @@ __all__ = ["Hook", "WatcherMiddleware", "set_hook"]
 
 MESSAGE, BATCH_CREATE, BATCH_RESULTS = "message", "batch_create", "batch_results"
 _MAX_BATCHES = 10_000
-_FIRST_PARTY = "anthropic"
+_FIRST_PARTY, _BEDROCK, _VERTEX = "anthropic", "aws.bedrock", "gcp.vertex_ai"
+REGIONAL = "regional"
+_LOCATION = re.compile(r"/locations/([^/?]+)")
 _NOTHING_WAITS: tuple[str, ...] = ()
 
 
@@ -39,6 +43,18 @@ def route_of(request: APIRequest) -> str | None:
             return BATCH_CREATE
     elif method == "get" and path.endswith("/results") and "/messages/batches/" in path:
         return BATCH_RESULTS
+    return None
+
+
+def endpoint_of(platform: str, model: str | None, url: str, location: str | None) -> str | None:
+    """Where a call is served, as `TokenUsage.endpoint` prices it: on Bedrock the model id's profile
+    (`global.` or not), on Vertex AI the `locations/{location}` of the request URL (or `location`, the
+    client's, when the URL does not have it yet); None on the first-party API and Foundry."""
+    if platform == _BEDROCK:
+        return bedrock_endpoint(model) if model else None
+    if platform == _VERTEX:
+        found = _LOCATION.search(url)
+        return vertex_endpoint(found.group(1) if found else location)
     return None
 
 
@@ -85,9 +101,15 @@ class Hook:
         self._batch_types: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
         self._batch_lock = threading.Lock()
 
-    def begin(self, request: APIRequest, platform: str, route: str) -> tuple[CallInfo | None, tuple[str, ...]]:
+    def begin(
+        self, request: APIRequest, platform: str, route: str, location: str | None = None
+    ) -> tuple[CallInfo | None, tuple[str, ...]]:
         """What is known of the call before it is sent (None when it is not to be recorded), and the budgets
         still to reserve its worst case from once the API has counted its input (`reserve_counted`).
+
+        The call's endpoint (`CallInfo.endpoint`, which prices the regional premium) is known here:
+        on Bedrock from the model id, on Vertex AI from the URL's `locations/{location}` (the
+        client's `location`, as the SDK fills the path in later); None on other platforms.
 
         The second part is empty unless the call is a Messages call that a budget covers on the
         first-party API with `count_tokens` on: every other call is reserved here, at the size
@@ -107,6 +129,7 @@ class Hook:
             start_ns=self.recorder.clock_ns(),
             stream=bool(request.stream and route == MESSAGE),
         )
+        call.endpoint = endpoint_of(platform, call.request_model, request.url, location)
         if route == MESSAGE:
             if self.guard is not None:
                 self.guard(call.request_type, call.request_model)
@@ -164,7 +187,10 @@ class Hook:
         if not budgets or self.allowances is None or self.reserver is None:
             return
         try:
-            amount = self.reserver.batch(body) if batch else self.reserver.message(body, input_tokens)
+            if batch:
+                amount = self.reserver.batch(body)
+            else:
+                amount = self.reserver.message(body, input_tokens, regional=call.endpoint == REGIONAL)
         except ValueError as exc:
             report_failure("price a request's worst case", exc)
             return
@@ -186,11 +212,13 @@ class Hook:
         except Exception as exc:
             report_failure("reserve a counted request", exc)
 
-    def handle(self, request: APIRequest, call_next: Callable[[APIRequest], Any], platform: str) -> Any:
+    def handle(
+        self, request: APIRequest, call_next: Callable[[APIRequest], Any], platform: str, location: str | None = None
+    ) -> Any:
         route = route_of(request)
         if route is None:
             return call_next(request)
-        call, waiting = self._safe_begin(request, platform, route)
+        call, waiting = self._safe_begin(request, platform, route, location)
         if call is not None and waiting:
             self.reserve_counted(call, waiting, request, count_input(request, call_next))
         try:
@@ -209,12 +237,16 @@ class Hook:
         return response
 
     async def handle_async(
-        self, request: APIRequest, call_next: Callable[[APIRequest], Awaitable[Any]], platform: str
+        self,
+        request: APIRequest,
+        call_next: Callable[[APIRequest], Awaitable[Any]],
+        platform: str,
+        location: str | None = None,
     ) -> Any:
         route = route_of(request)
         if route is None:
             return await call_next(request)
-        call, waiting = self._safe_begin(request, platform, route)
+        call, waiting = self._safe_begin(request, platform, route, location)
         if call is not None and waiting:
             self.reserve_counted(call, waiting, request, await count_input_async(request, call_next))
         try:
@@ -232,9 +264,11 @@ class Hook:
             _unbilled(call)
         return response
 
-    def _safe_begin(self, request: APIRequest, platform: str, route: str) -> tuple[CallInfo | None, tuple[str, ...]]:
+    def _safe_begin(
+        self, request: APIRequest, platform: str, route: str, location: str | None
+    ) -> tuple[CallInfo | None, tuple[str, ...]]:
         try:
-            return self.begin(request, platform, route)
+            return self.begin(request, platform, route, location)
         except BudgetExceeded:
             raise  # the one error the hook lets through: the call is refused before it is sent
         except Exception as exc:
@@ -351,18 +385,30 @@ class WatcherMiddleware(Middleware):
 
     def __init__(self, platform: str) -> None:
         self.platform = platform
+        self.client: Callable[[], object] | None = None  # a Vertex AI client (weakly), for its location
+
+    @property
+    def location(self) -> str | None:
+        """The Vertex AI client's region: the `locations/{region}` of each URL it sends Messages calls to,
+        which the SDK fills in only after the middleware has run. None for other clients."""
+        client = self.client() if self.client is not None else None
+        try:
+            region = getattr(client, "region", None)
+        except Exception:  # the SDK's placeholder raises until the client has set its region
+            return None
+        return region if isinstance(region, str) else None
 
     def handle(self, request: APIRequest, call_next: Any) -> Any:
         hook = _active.hook
         if hook is None:
             return call_next(request)
-        return hook.handle(request, call_next, self.platform)
+        return hook.handle(request, call_next, self.platform, self.location)
 
     async def handle_async(self, request: APIRequest, call_next: Any) -> Any:
         hook = _active.hook
         if hook is None:
             return await call_next(request)
-        return await hook.handle_async(request, call_next, self.platform)
+        return await hook.handle_async(request, call_next, self.platform, self.location)
 
 
 class _Active:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ _PLATFORMS = {
     "BaseVertexClient": "gcp.vertex_ai",
     "BaseFoundryClient": "azure.foundry",
 }
+_VERTEX = "gcp.vertex_ai"
 _originals: dict[type[Any], Callable[..., None]] = {}
 
 
@@ -33,10 +35,16 @@ def platform_of(client_type: type[Any]) -> str:
 def _patched(original: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(original)
     def __init__(self: Any, *args: Any, middleware: Any = None, **kwargs: Any) -> None:
+        own = WatcherMiddleware(platform_of(type(self)))
         chain = tuple(middleware or ())
-        if not any(isinstance(entry, WatcherMiddleware) for entry in chain):
+        if any(isinstance(entry, WatcherMiddleware) for entry in chain):
+            # A copy's chain holds its original's: replaced in place, as the copy may have another region.
+            chain = tuple(own if isinstance(entry, WatcherMiddleware) else entry for entry in chain)
+        else:
             # Innermost, so it sees each attempt as sent, after any fallback middleware chose it.
-            chain = (*chain, WatcherMiddleware(platform_of(type(self))))
+            chain = (*chain, own)
+        if own.platform == _VERTEX:
+            own.client = weakref.ref(self)  # read at call time: a subclass sets its region after this runs
         original(self, *args, middleware=chain, **kwargs)
 
     return __init__
@@ -47,7 +55,8 @@ def patch_clients() -> None:
 
     Every client class (Anthropic, AsyncAnthropic, Bedrock, Vertex, Foundry, and each copy made
     by `with_options`) runs one of these, so every client built from now on carries the
-    middleware exactly once: a copy inherits it and is not given a second one.
+    middleware exactly once: a copy's inherited one is replaced by its own, which knows the
+    copy's Vertex AI location.
     """
     for base in _BASES:
         if base not in _originals:

@@ -53,6 +53,7 @@ class CallInfo:
     input_tokens_bound: int = 0  # streams: the request's input estimated from its size, used if no usage comes
     reservation: Reservation | None = None  # the worst case taken from this process's allowance, settled here
     holder: str | None = None  # the allowance the cost is credited to at the daemon
+    endpoint: str | None = None  # Bedrock or Vertex AI: "global" or "regional" (priced with a premium)
 
 
 def _token_attributes(usage: TokenUsage) -> Attributes:
@@ -206,6 +207,8 @@ class Recorder:
             "watcher.pricing.model": cost.model,
             "watcher.platform": call.platform,
         }
+        if call.endpoint:
+            attributes["watcher.endpoint.scope"] = call.endpoint
         if flags:
             attributes["watcher.cost.flags"] = list(flags)
         if cost.cache_read_savings_usd:
@@ -233,8 +236,8 @@ class Recorder:
 
 def _usage(call: CallInfo, usage_obj: object) -> TokenUsage:
     if usage_obj is None:
-        return TokenUsage()
-    return TokenUsage.from_anthropic(usage_obj, batch=call.batch_id is not None)
+        return TokenUsage(endpoint=call.endpoint)
+    return TokenUsage.from_anthropic(usage_obj, batch=call.batch_id is not None, endpoint=call.endpoint)
 
 
 def _sampling_attributes(call: CallInfo) -> Attributes:

@@ -20,7 +20,7 @@ _NS_PER_DAY = 86_400 * 10**9
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CACHE_LIMIT = 4096
 
-_Key = tuple[str, bool, bool, bool]  # model, batch, fast, us_geo
+_Key = tuple[str, bool, bool, bool, bool]  # model, batch, fast, us_geo, regional
 
 
 class Reserver:
@@ -42,7 +42,7 @@ class Reserver:
     `inference_geo`; a workspace whose default is US-only bills more than this unless its
     requests say so.
 
-    One `Ceiling` is cached per (model, batch, fast, us_geo) for the UTC day of `clock_ns()`
+    One `Ceiling` is cached per (model, batch, fast, us_geo, regional) for the UTC day of `clock_ns()`
     (wall-clock nanoseconds since the epoch) and the cache is dropped when that day changes, as
     prices change only from the start of a UTC day. Thread-safe: each day's cache is its own dict,
     so a call racing a day change at worst prices a ceiling twice.
@@ -55,15 +55,20 @@ class Reserver:
         self._clock_ns = clock_ns
         self._state: tuple[int | None, dict[_Key, Ceiling]] = (None, {})
 
-    def message(self, body: Mapping[str, Any] | None, input_tokens: int | None = None) -> float:
+    def message(
+        self, body: Mapping[str, Any] | None, input_tokens: int | None = None, *, regional: bool = False
+    ) -> float:
         """The worst-case USD of one Messages request `body` (see the class docstring).
 
         `input_tokens`, when given, is the API's own count of the body's input (count_tokens),
         used instead of `input_tokens_bound(body)`: it sees what the body only points at.
+        `regional` says the call goes to a regional Bedrock or Vertex AI endpoint, whose premium
+        the worst case then includes on the models that have one.
         Raises `ValueError` when `body` has no `model` string or no non-negative int `max_tokens`:
         without them there is nothing to bound, and the caller skips reserving (and logs it).
         """
-        return self._worst(_mapping(body, "the request body"), batch=False, input_tokens=input_tokens)
+        params = _mapping(body, "the request body")
+        return self._worst(params, batch=False, input_tokens=input_tokens, regional=regional)
 
     def batch(self, body: Mapping[str, Any] | None) -> float:
         """The worst-case USD of a Message Batches create `body` (`{"requests": [{"custom_id", "params"}]}`).
@@ -86,16 +91,19 @@ class Reserver:
         except ValueError as error:
             raise ValueError(f"batch request {index}: {error}") from None
 
-    def _worst(self, params: Mapping[str, Any], *, batch: bool, input_tokens: int | None = None) -> float:
-        """The ceiling of one request's parameters, at batch prices when `batch`, at `input_tokens` when
-        given, else at the size bound."""
+    def _worst(
+        self, params: Mapping[str, Any], *, batch: bool, input_tokens: int | None = None, regional: bool = False
+    ) -> float:
+        """The ceiling of one request's parameters, at batch prices when `batch`, with the regional premium
+        when `regional`, at `input_tokens` when given, else at the size bound."""
         model = params.get("model")
         if not isinstance(model, str) or not model:
             raise ValueError(f"the request has no `model` string (got {model!r}); cannot bound its cost")
         max_tokens = params.get("max_tokens")
         if type(max_tokens) is not int or max_tokens < 0:
             raise ValueError(f"the request has no non-negative int `max_tokens` (got {max_tokens!r}); cannot bound it")
-        ceiling = self._ceiling((model, batch, params.get("speed") == "fast", params.get("inference_geo") == "us"))
+        fast, us_geo = params.get("speed") == "fast", params.get("inference_geo") == "us"
+        ceiling = self._ceiling((model, batch, fast, us_geo, regional))
         prompt = input_tokens if input_tokens is not None else input_tokens_bound(params)
         return ceiling.cost(prompt, max_tokens, _web_searches(params.get("tools")))
 
@@ -108,9 +116,9 @@ class Reserver:
             self._state = (day, cache)
         ceiling = cache.get(key)
         if ceiling is None:
-            model, batch, fast, us_geo = key
+            model, batch, fast, us_geo, regional = key
             at = _EPOCH + timedelta(days=day)
-            ceiling = self._prices.ceiling(model, at=at, batch=batch, fast=fast, us_geo=us_geo)
+            ceiling = self._prices.ceiling(model, at=at, batch=batch, fast=fast, us_geo=us_geo, regional=regional)
             if len(cache) < _CACHE_LIMIT:  # bounded: junk model names cost time, never memory
                 cache[key] = ceiling
         return ceiling

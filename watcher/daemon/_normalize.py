@@ -18,7 +18,7 @@ from watcher.ledger import (
     from_micros,
     to_nanos,
 )
-from watcher.pricing import PriceTable, TokenUsage
+from watcher.pricing import PriceTable, TokenUsage, bedrock_endpoint
 
 __all__ = ["MAX_REASONS", "REJECTIONS", "Normalized", "Window", "normalize", "resource_place"]
 
@@ -237,7 +237,12 @@ def _priced_cost(
     prices: PriceTable,
     time: datetime,
 ) -> _Cost:
-    """The cost of another instrumentation's span, priced here at the prices in effect at `time`."""
+    """The cost of another instrumentation's span, priced here at the prices in effect at `time`.
+
+    A Bedrock model id says where the call was served (`bedrock_endpoint`): a regional or geographic
+    profile, or a plain in-region id, gets the regional premium on the models that have one. Such
+    spans do not say which Vertex AI location served them, so those are priced as global.
+    """
     uncached, output, read, five, hour, searches = counts
     usage = TokenUsage(
         uncached,
@@ -250,6 +255,7 @@ def _priced_cost(
         inference_geo=_text(attributes.get(names.INFERENCE_GEO)),
         speed=_text(attributes.get(names.SPEED)),
         batch=_text(attributes.get(names.BATCH_ID)) is not None,
+        endpoint=_endpoint(attributes),
     )
     cost = prices.cost(model, usage, at=time)
     return (
@@ -354,6 +360,17 @@ def _platform(attributes: Mapping[str, object], model: str) -> str | None:
         return None
     platform, claude_only = found
     return None if claude_only and "claude" not in model.lower() else platform
+
+
+def _endpoint(attributes: Mapping[str, object]) -> str | None:
+    """Where a foreign span's call was served, from the first Bedrock model id among its request and response
+    models (the request's is the one sent; a response may name the plain model); None when neither is one."""
+    for key in (names.REQUEST_MODEL, names.RESPONSE_MODEL):
+        model = _text(attributes.get(key))
+        endpoint = bedrock_endpoint(model) if model else None
+        if endpoint is not None:
+            return endpoint
+    return None
 
 
 def _model(attributes: Mapping[str, object]) -> str:

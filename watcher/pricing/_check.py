@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
-from watcher.pricing._rates import BATCH, FAST, GEO, LONG, ModelPrices, Rates
+from watcher.pricing._rates import BATCH, LONG, ModelPrices, Rates, optional_bits
 from watcher.pricing._usage import TokenUsage
 
 __all__ = ["ClaimCheck", "make_claim_checker"]
@@ -103,7 +103,7 @@ def make_claim_checker(
 
 def _period(rates: Rates) -> _Period:
     """A period's rate vectors as floats, the prompt size above which long-context rates apply, and the bits
-    of the optional modifiers it prices (US-only inference, fast mode)."""
+    of the optional modifiers it prices (US-only inference, fast mode, a regional endpoint)."""
     vectors = tuple(tuple(float(rate) for rate in vector) for vector in rates.vectors)
     floor = rates.long_context.above if rates.long_context is not None else None
-    return vectors, floor, (GEO if rates.us_geo else 0) | (FAST if rates.fast is not None else 0)
+    return vectors, floor, optional_bits(rates)

@@ -12,8 +12,8 @@ from types import MappingProxyType
 from watcher.exceptions import PricingError
 from watcher.pricing._ceiling import Ceiling, make_ceiling
 from watcher.pricing._check import ClaimCheck, make_claim_checker
-from watcher.pricing._names import candidates
-from watcher.pricing._rates import BATCH, FAST, GEO, LONG, ModelPrices, Rates, Vector
+from watcher.pricing._names import REGIONAL_ENDPOINT, candidates
+from watcher.pricing._rates import BATCH, FAST, GEO, LONG, REGIONAL, ModelPrices, Rates, Vector, optional_bits
 from watcher.pricing._usage import Cost, TokenUsage
 
 __all__ = ["PriceTable"]
@@ -102,10 +102,11 @@ class PriceTable:
 
     def cost_bounds(self, model: str, usage: TokenUsage, *, at: datetime) -> tuple[Decimal, Decimal] | None:
         """The least and the most ``usage`` of ``model`` can cost at ``at``, whichever of the optional modifiers
-        (US-only inference, fast mode) applied; None for a model the table does not know.
+        (US-only inference, fast mode, a regional Bedrock or Vertex AI endpoint) applied; None for a model
+        the table does not know.
 
-        Batch and long-context pricing follow ``usage`` as in ``cost``; ``usage``'s geo and speed are
-        ignored. For checking a cost priced elsewhere from a record that does not say which modifiers
+        Batch and long-context pricing follow ``usage`` as in ``cost``; ``usage``'s geo, speed and
+        endpoint are ignored. For checking a cost priced elsewhere from a record that does not say which modifiers
         applied; an unknown model would be an estimate, nothing to check against. Cheaper than two
         ``cost`` calls: no ``Cost`` is built. Raises ``PricingError`` for a naive ``at``.
         """
@@ -119,7 +120,7 @@ class PriceTable:
         bits = BATCH if usage.is_batch else 0
         if rates.long_context is not None and usage.prompt_tokens > rates.long_context.above:
             bits |= LONG
-        most = bits | (GEO if rates.us_geo else 0) | (FAST if rates.fast is not None else 0)
+        most = bits | optional_bits(rates)
         counts = _counts(usage)
         tools = usage.web_search_requests * self._search if usage.web_search_requests else _ZERO
         least, highest = (
@@ -128,15 +129,23 @@ class PriceTable:
         return least, highest
 
     def ceiling(
-        self, model: str, *, at: datetime, batch: bool = False, fast: bool = False, us_geo: bool = False
+        self,
+        model: str,
+        *,
+        at: datetime,
+        batch: bool = False,
+        fast: bool = False,
+        us_geo: bool = False,
+        regional: bool = False,
     ) -> Ceiling:
         """Rates bounding what one call of ``model`` can cost at ``at``, for reserving spend before it is sent.
 
         ``Ceiling.cost(n, m, s)`` is never below ``cost(model, usage, at=at)`` for any usage with at
         most ``n`` prompt tokens of any kind, ``m`` output tokens and ``s`` web searches, batch
-        exactly as ``batch``, and fast mode or US-only inference only where asked for; a budget
-        cannot recover from spend reserved too low. ``fast`` and ``us_geo`` change nothing on a
-        model (or date) whose prices have no such modifier, as in ``cost``. An unknown model gets
+        exactly as ``batch``, and fast mode, US-only inference or a regional endpoint (``endpoint``
+        ``"regional"``) only where asked for; a budget cannot recover from spend reserved too low.
+        ``fast``, ``us_geo`` and ``regional`` change nothing on a model (or date) whose prices have
+        no such modifier, as in ``cost``. An unknown model gets
         the ceiling of the prices ``cost`` would estimate it at, marked ``estimated``. Raises
         ``PricingError`` for a naive ``at``.
         """
@@ -148,6 +157,8 @@ class PriceTable:
         bits = BATCH if batch else 0
         if us_geo and rates.us_geo:
             bits |= GEO
+        if regional and rates.regional_premium:
+            bits |= REGIONAL
         if fast and rates.fast is not None:
             bits |= FAST
         return make_ceiling(rates, bits, self._search, model=prices.id, estimated=match.estimated)
@@ -215,6 +226,9 @@ def _modifiers(rates: Rates, usage: TokenUsage, flags: tuple[str, ...]) -> tuple
         bits |= BATCH
     if usage.inference_geo == "us" and rates.us_geo:
         bits |= GEO
+    if usage.endpoint == REGIONAL_ENDPOINT and rates.regional_premium:
+        bits |= REGIONAL
+        flags += ("regional_endpoint",)
     if usage.service_tier == "priority":
         flags += ("priority_tier",)
     tier = rates.long_context

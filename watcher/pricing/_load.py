@@ -23,6 +23,7 @@ _DEFAULTS: dict[str, Any] = {
     "cache_write_1h_multiplier": Decimal(2),
     "fast_multiplier": None,
     "us_geo": False,
+    "regional_premium": False,
     "long_context": None,
 }
 
@@ -161,4 +162,5 @@ def _rates(fields: dict[str, Any]) -> Rates:
         fast=fields["fast_multiplier"],
         us_geo=fields["us_geo"],
         long_context=fields["long_context"],
+        regional_premium=fields["regional_premium"],
     )

@@ -13,20 +13,26 @@ __all__ = [
     "FAST",
     "GEO",
     "LONG",
+    "REGIONAL",
+    "REGIONAL_MULTIPLIER",
     "US_GEO_MULTIPLIER",
     "ModelPrices",
     "Rates",
     "Tier",
     "Vector",
+    "optional_bits",
     "utc_midnight",
 ]
 
 US_GEO_MULTIPLIER = Decimal("1.1")
+REGIONAL_MULTIPLIER = Decimal("1.1")
 BATCH_MULTIPLIER = Decimal("0.5")
 _PER_TOKEN = Decimal(1_000_000)
 
-# Bits of a rate-vector index: which per-call modifiers apply.
-GEO, FAST, BATCH, LONG = 1, 2, 4, 8
+# Bits of a rate-vector index: which per-call modifiers apply. REGIONAL is the Bedrock/Vertex
+# regional-endpoint premium; GEO is the first-party API's US-only inference.
+GEO, FAST, BATCH, LONG, REGIONAL = 1, 2, 4, 8, 16
+_COMBINATIONS = 32
 
 Vector = tuple[Decimal, Decimal, Decimal, Decimal, Decimal]
 """USD per token for (input, 5m cache write, 1h cache write, cache read, output)."""
@@ -47,8 +53,13 @@ class Rates:
     """Prices of one model during one effective period.
 
     Rates are USD per million tokens; ``write_5m``/``write_1h`` multiply the input rate.
-    ``vectors`` holds the USD-per-token rates for all 16 modifier combinations, indexed by
-    the ``GEO | FAST | BATCH | LONG`` bits, so a call does only multiplications.
+    ``vectors`` holds the USD-per-token rates for all 32 modifier combinations, indexed by
+    the ``GEO | FAST | BATCH | LONG | REGIONAL`` bits, so a call does only multiplications.
+
+    ``us_geo`` and ``regional_premium`` say which models the GEO and REGIONAL modifiers apply
+    to; the vectors themselves apply every bit given. GEO and REGIONAL are the one geographic
+    factor of the pricing formula (US-only inference on the first-party API, a regional
+    endpoint on Bedrock or Vertex AI), so together they multiply once, by the larger.
     """
 
     input: Decimal
@@ -59,15 +70,17 @@ class Rates:
     fast: Decimal | None
     us_geo: bool
     long_context: Tier | None
+    regional_premium: bool = False
     vectors: tuple[Vector, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "vectors", tuple(self._vector(bits) for bits in range(16)))
+        object.__setattr__(self, "vectors", tuple(self._vector(bits) for bits in range(_COMBINATIONS)))
 
     def _vector(self, bits: int) -> Vector:
-        scale = Decimal(1)
-        if bits & GEO:
-            scale *= US_GEO_MULTIPLIER
+        scale = max(
+            US_GEO_MULTIPLIER if bits & GEO else Decimal(1),
+            REGIONAL_MULTIPLIER if bits & REGIONAL else Decimal(1),
+        )
         if bits & FAST and self.fast is not None:
             scale *= self.fast
         if bits & BATCH:
@@ -98,6 +111,13 @@ class ModelPrices:
     def at(self, moment: datetime) -> Rates:
         """The rates in effect at the aware ``moment`` (a change applies from its day, inclusive)."""
         return self.periods[bisect_right(self.starts, moment)]
+
+
+def optional_bits(rates: Rates) -> int:
+    """The bits of the modifiers ``rates`` price that a usage record need not show (US-only inference, fast
+    mode, a regional endpoint): what a claimed cost may include, whichever applied to the call."""
+    geo = (GEO if rates.us_geo else 0) | (REGIONAL if rates.regional_premium else 0)
+    return geo | (FAST if rates.fast is not None else 0)
 
 
 def utc_midnight(day: date) -> datetime:

@@ -14,7 +14,8 @@ __all__ = ["Document", "Entry", "Where", "parse_document"]
 
 _RATE_KEYS = ("input", "output", "cache_read")
 _MULTIPLIER_KEYS = ("cache_write_5m_multiplier", "cache_write_1h_multiplier")
-PERIOD_KEYS = frozenset({*_RATE_KEYS, *_MULTIPLIER_KEYS, "fast_multiplier", "us_geo", "long_context"})
+_FLAG_KEYS = ("us_geo", "regional_premium")
+PERIOD_KEYS = frozenset({*_RATE_KEYS, *_MULTIPLIER_KEYS, "fast_multiplier", *_FLAG_KEYS, "long_context"})
 _MODEL_KEYS = PERIOD_KEYS | {"id", "aliases", "changes"}
 _TOP_KEYS = frozenset({"version", "models", "families", "unknown", "tools"})
 _TIER_KEYS = frozenset({"above", *_RATE_KEYS})
@@ -139,10 +140,11 @@ def _period(raw: dict[str, Any], where: Where) -> dict[str, Any]:
     if "fast_multiplier" in raw:
         value = raw["fast_multiplier"]
         fields["fast_multiplier"] = None if value is False else _number(value, where, "fast_multiplier")
-    if "us_geo" in raw:
-        if not isinstance(raw["us_geo"], bool):
-            raise where.error(f"us_geo must be true or false, got {raw['us_geo']!r}", "write us_geo = true")
-        fields["us_geo"] = raw["us_geo"]
+    for key in _FLAG_KEYS:
+        if key in raw:
+            if not isinstance(raw[key], bool):
+                raise where.error(f"{key} must be true or false, got {raw[key]!r}", f"write {key} = true")
+            fields[key] = raw[key]
     if "long_context" in raw:
         fields["long_context"] = _tier(raw["long_context"], where)
     return fields

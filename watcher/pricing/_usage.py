@@ -28,6 +28,10 @@ class TokenUsage:
 
     Every count must be a non-negative ``int``, else ``PricingError`` is raised at construction.
     ``input_tokens`` excludes cached tokens; ``output_tokens`` already includes thinking tokens.
+    ``endpoint`` is where a Bedrock or Vertex AI call was served: ``"global"`` or ``"regional"``
+    (regional and multi-region endpoints cost more on recent models); None for the first-party
+    API, or when unknown, which prices as global. The API does not report it: the caller sets it
+    (``bedrock_endpoint``, ``vertex_endpoint``).
     """
 
     input_tokens: int = 0
@@ -40,6 +44,7 @@ class TokenUsage:
     inference_geo: str | None = None
     speed: str | None = None
     batch: bool = False
+    endpoint: str | None = None
 
     def __post_init__(self) -> None:
         counts = (
@@ -50,7 +55,7 @@ class TokenUsage:
             self.cache_write_1h_tokens,
             self.web_search_requests,
         )
-        texts = (self.service_tier, self.inference_geo, self.speed)
+        texts = (self.service_tier, self.inference_geo, self.speed, self.endpoint)
         # One fast check for the common valid case; the slow path finds the culprit to name it.
         valid = _INT.issuperset(map(type, counts)) and min(counts) >= 0
         if not (valid and _TEXT.issuperset(map(type, texts))):
@@ -59,7 +64,7 @@ class TokenUsage:
     def _raise_invalid(self) -> None:
         for name in _COUNT_FIELDS:
             _check_count(name, getattr(self, name))
-        for name in ("service_tier", "inference_geo", "speed"):
+        for name in ("service_tier", "inference_geo", "speed", "endpoint"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise PricingError(f"usage {name} must be a string or None, got {value!r}")
@@ -75,8 +80,8 @@ class TokenUsage:
         return self.batch or self.service_tier == "batch"
 
     @classmethod
-    def from_anthropic(cls, usage: object, *, batch: bool = False) -> TokenUsage:
-        """Build from an anthropic SDK ``Usage`` object or the API's JSON ``usage`` dict.
+    def from_anthropic(cls, usage: object, *, batch: bool = False, endpoint: str | None = None) -> TokenUsage:
+        """Build from an anthropic SDK ``Usage`` object or the API's JSON ``usage`` dict (``endpoint`` as given).
 
         Missing or None fields count as 0 (or None). The 5m/1h cache-creation breakdown is used
         when present; otherwise ``cache_creation_input_tokens`` counts as 5-minute writes, so cache
@@ -94,6 +99,7 @@ class TokenUsage:
             inference_geo=_field(usage, "inference_geo"),
             speed=_field(usage, "speed"),
             batch=batch,
+            endpoint=endpoint,
         )
 
 
