@@ -19,8 +19,9 @@ import psycopg
 import pytest
 from _postgres import fresh_database
 
+from watcher._urls import hide_password
 from watcher.exceptions import ConfigError
-from watcher.ledger import AppendResult, Entry, PostgresLedger, Scope, open_ledger, redact_url
+from watcher.ledger import AppendResult, Entry, PostgresLedger, Scope, open_ledger
 from watcher.ledger._postgres import ADVISORY_LOCK_KEY, SCHEMA_VERSION
 
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
@@ -251,18 +252,19 @@ def test_open_ledger_takes_postgres_urls_and_never_shows_their_password(url: str
             ConfigError, match=rf"cannot open the ledger database .*127\.0\.0\.1:{port}/w: .*refused"
         ) as no:
             open_ledger(f"postgresql://watcher:s3cret@127.0.0.1:{port}/w")
-    assert "s3cret" not in str(no.value) and f"postgresql://watcher@127.0.0.1:{port}/w" in str(no.value)
+    assert "s3cret" not in str(no.value) and f"postgresql://watcher:***@127.0.0.1:{port}/w" in str(no.value)
     for bad in ("postgresql://watcher:s3cret@127.0.0.1/w?bogus=1", "postgresql://watcher:s3%zzcret@127.0.0.1/w"):
         with pytest.raises(ConfigError, match="is not a PostgreSQL URL psycopg accepts") as rejected:
             open_ledger(bad)
         assert "s3" not in str(rejected.value)
 
 
-def test_redacted_urls_keep_everything_but_the_password() -> None:
-    """What a daemon may print of its database URL: user, host, port and database; no password, no query."""
+def test_printed_urls_keep_everything_but_the_password() -> None:
+    """What a daemon may print of its database URL: user, host, port and database; no password anywhere."""
     assert (
-        redact_url("postgresql://watcher:s3cret@db.internal:5433/books")
-        == "postgresql://watcher@db.internal:5433/books"
+        hide_password("postgresql://watcher:s3cret@db.internal:5433/books")
+        == "postgresql://watcher:***@db.internal:5433/books"
     )
-    assert redact_url("postgresql://db/books?password=s3cret") == "postgresql://db/books?..."
-    assert redact_url("sqlite:////var/lib/watcher/ledger.db") == "sqlite:////var/lib/watcher/ledger.db"
+    assert hide_password("postgresql://db/books?password=s3cret") == "postgresql://db/books?password=***"
+    assert hide_password("sqlite:////var/lib/watcher/ledger.db") == "sqlite:////var/lib/watcher/ledger.db"
+    assert hide_password("postgresql://watcher:s3cret@[::1/books") == "postgresql://..."

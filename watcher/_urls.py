@@ -27,14 +27,19 @@ def postgres_dsn(url: str | None) -> str | None:
 
 def hide_password(url: str) -> str:
     """`url` with its password shown as `***` (in the user part, or a `password=` query parameter), all else kept,
-    so logs and `watcher config show` still tell which database it is."""
-    parts = urlsplit(url)
+    so logs and `watcher config show` still tell which database it is; a URL that cannot be parsed shows its
+    scheme alone."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return f"{url.partition('://')[0]}://..."
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     in_query = any(key == "password" for key, _ in pairs)
-    if parts.password is None and not in_query:
+    if password is None and not in_query:
         return url  # untouched: rebuilding would drop the empty host of `sqlite:////path`
     netloc = parts.netloc
-    if parts.password is not None:
+    if password is not None:
         user, _, host = netloc.rpartition("@")
         netloc = f"{user.partition(':')[0]}:***@{host}"
     query = parts.query

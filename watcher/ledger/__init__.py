@@ -18,7 +18,7 @@ from watcher.ledger._entry import (
     to_micros,
     to_nanos,
 )
-from watcher.ledger._open import open_ledger, redact_url
+from watcher.ledger._open import open_ledger
 from watcher.ledger._sqlite import SCHEMA_VERSION, SqliteLedger
 from watcher.ledger._store import DIMENSIONS, AppendResult, BreakdownRow, Ledger
 
@@ -40,7 +40,6 @@ __all__ = [
     "from_micros",
     "from_nanos",
     "open_ledger",
-    "redact_url",
     "to_micros",
     "to_nanos",
 ]

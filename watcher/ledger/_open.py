@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from watcher.exceptions import ConfigError
 from watcher.ledger._sqlite import SqliteLedger
 from watcher.ledger._store import Ledger
 
-__all__ = ["open_ledger", "redact_url"]
+__all__ = ["open_ledger"]
 
 _SQLITE = "sqlite://"
 _MEMORY = frozenset({"", ":memory:", "/:memory:"})
@@ -65,15 +64,3 @@ def _open_postgres(url: str, read_only: bool) -> Ledger:
             f"a postgresql:// ledger needs psycopg ({exc}): pip install 'claude-spend-watcher[postgres]'"
         ) from None
     return PostgresLedger(url, read_only=read_only)
-
-
-def redact_url(url: str) -> str:
-    """`url` fit to print: scheme, user, host, port and database, never a password (nor the query, which may
-    hold one)."""
-    try:
-        parts = urlsplit(url)
-        user = f"{parts.username}@" if parts.username else ""
-        host = parts.netloc.rpartition("@")[2]
-        return f"{parts.scheme}://{user}{host}{parts.path}{'?...' if parts.query else ''}"
-    except ValueError:
-        return f"{url.partition('://')[0]}://..."

@@ -20,9 +20,9 @@ from psycopg import IsolationLevel
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
+from watcher._urls import hide_password
 from watcher.exceptions import ConfigError
 from watcher.ledger._entry import Entry, Scope
-from watcher.ledger._open import redact_url
 from watcher.ledger._store import (
     DIMENSIONS,
     AppendResult,
@@ -184,7 +184,9 @@ class PostgresLedger:
                 else:
                     _migrate(conn)
         except psycopg.Error as exc:
-            raise ConfigError(f"cannot open the ledger database {redact_url(url)}: {_scrub(str(exc), url)}") from None
+            raise ConfigError(
+                f"cannot open the ledger database {hide_password(url)}: {_scrub(str(exc), url)}"
+            ) from None
         self._pool: Pool = ConnectionPool(
             url,
             kwargs={**kwargs, "autocommit": True},
@@ -340,7 +342,7 @@ def _connection_options(url: str, read_only: bool) -> dict[str, Any]:
         given = conninfo_to_dict(url)
     except psycopg.Error as exc:
         raise ConfigError(
-            f"ledger URL {redact_url(url)} is not a PostgreSQL URL psycopg accepts: {_scrub(str(exc), url)}"
+            f"ledger URL {hide_password(url)} is not a PostgreSQL URL psycopg accepts: {_scrub(str(exc), url)}"
         ) from None
     options: dict[str, Any] = {} if "connect_timeout" in given else {"connect_timeout": _CONNECT_TIMEOUT_S}
     if read_only:
@@ -378,14 +380,14 @@ def _check_version(conn: psycopg.Connection[tuple[Any, ...]], url: str) -> None:
     row = conn.execute("SELECT to_regclass('ledger_schema_version')").fetchone()
     if row is None or row[0] is None:
         raise ConfigError(
-            f"no watcher ledger in database {redact_url(url)} (no ledger_schema_version table):"
+            f"no watcher ledger in database {hide_password(url)} (no ledger_schema_version table):"
             " check the URL, or start a watcher daemon on it once to create one"
         )
     version = _recorded_version(conn)
     if version != SCHEMA_VERSION:
         fix = "upgrade watcher" if version > SCHEMA_VERSION else "let this watcher's daemon open it once to migrate it"
         raise ConfigError(
-            f"ledger database {redact_url(url)} has schema version {version},"
+            f"ledger database {hide_password(url)} has schema version {version},"
             f" this watcher reads {SCHEMA_VERSION}: {fix}"
         )
 
