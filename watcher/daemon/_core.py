@@ -16,7 +16,7 @@ from ._decode import SpanRecord
 from ._lending import Lender
 from ._metrics import Counters, SpendCounters
 from ._mismatch import MismatchLog, cost_checker
-from ._normalize import normalize
+from ._normalize import Normalized, normalize
 from ._state import EventRecord
 
 __all__ = ["MAX_SPAN_AHEAD", "Daemon", "IngestResult"]
@@ -74,18 +74,32 @@ class Daemon:
         self._warn = MismatchLog(cost_mismatch_factor)
         self._behind_us, self._ahead_us = max_span_age // _MICROSECOND, MAX_SPAN_AHEAD // _MICROSECOND
 
-    def ingest(self, spans: Sequence[SpanRecord | Entry], holders: Mapping[str, str] | None = None) -> IngestResult:
-        """Stores `spans`; `holders` maps the keys of entries the decoder made to the allowance each names."""
+    def ingest(
+        self,
+        spans: Sequence[SpanRecord | Entry],
+        holders: Mapping[str, str] | None = None,
+        *,
+        skipped: Normalized | None = None,
+    ) -> IngestResult:
+        """Stores `spans`; `holders` maps the keys of entries the decoder made to the allowance each names.
+
+        `skipped` holds the records a decoder itself ignored or rejected (log records that are
+        not API calls, or cannot be read): counted and reported as if normalisation had found them.
+        """
         now = to_micros(self.books.now())  # the injected clock
         window = (now - self._behind_us, now + self._ahead_us)
         normalized = normalize(spans, self.prices, default_request_type=self.default_request_type, window=window)
+        received = len(spans)
+        if skipped is not None:
+            normalized.add_skipped(skipped)
+            received += skipped.ignored + skipped.rejected
         with self.books.lock:  # no budget resync may fall between the commit and the running totals
             appended = self.ledger.append(normalized.entries)
             self.books.add(appended.new_entries, appended.replaced)
             if self.lender is not None and (holders or normalized.holders):
                 credited = _credited(appended.new_entries, appended.replaced)
                 self.lender.credit(credited, {**(holders or {}), **normalized.holders})
-        self._count(len(spans), len(normalized.entries), appended.inserted + appended.upgraded, normalized)
+        self._count(received, len(normalized.entries), appended.inserted + appended.upgraded, normalized)
         self.spend.add(appended.new_entries, appended.replaced)
         if appended.new_entries or appended.replaced:
             self._check_costs(appended.new_entries, appended.replaced)

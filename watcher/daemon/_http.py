@@ -1,4 +1,4 @@
-"""The daemon's HTTP port: OTLP/HTTP trace ingestion, the kill-switch and budgets API, health."""
+"""The daemon's HTTP port: OTLP/HTTP trace and log ingestion, the kill-switch and budgets API, health."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from google.protobuf import json_format
+from google.protobuf.message import Message
 from google.rpc.status_pb2 import Status
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from ._auth import bearer_ok
 from ._body import BodyError, body_length, read_body
 from ._core import Daemon
 from ._exposition import Scrape
-from ._ingest import Ingestor, Verdict, export_response
+from ._ingest import LOGS, TRACES, Ingestor, Verdict, export_response, logs_response
 from ._lending import LoanRequest
 
 __all__ = ["MAX_WAIT_S", "DaemonServer"]
@@ -37,6 +37,7 @@ _STATUS = {  # HTTP status, and the gRPC code the OTLP Status body carries
 }
 MAX_WAIT_S = 30.0
 """The longest a kill-switch long poll is held (`GET /v1/killswitch?wait=S`); a longer `wait` is cut to it."""
+_EXPORTS = {"/v1/traces": TRACES, "/v1/logs": LOGS}  # OTLP/HTTP path -> the signal its body carries
 _LINGER_S = 2.0  # how long an unread body is discarded after the answer, so the client reads it
 
 
@@ -121,8 +122,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._unread = self.close_connection = True
             self._refuse(path, error.status, str(error))
             return
-        if path == "/v1/traces":
-            self._traces(length)
+        if path in _EXPORTS:
+            self._export(length, _EXPORTS[path])
         elif path == "/v1/allowances":
             self._admin(length, self._allowances)
         elif path.startswith("/v1/killswitch/") and path.endswith(("/engage", "/release")):
@@ -162,7 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def _refuse(self, path: str, status: int, message: str) -> None:
-        if path == "/v1/traces":
+        if path in _EXPORTS:
             self._status(status, _grpc_code(status), message, self.headers.get("content-type", ""))
         else:
             self._json(status, {"error": message})
@@ -177,24 +178,27 @@ class _Handler(BaseHTTPRequestHandler):
             return
         answer(body)
 
-    def _traces(self, length: int | None) -> None:
+    def _export(self, length: int | None, signal: str) -> None:
+        """An OTLP/HTTP export of `signal` (traces or logs): 200 with its export response only once stored."""
         content_type = self.headers.get("content-type", "")
         body = _Body(self, length)
         outcome = self.server.ingestor.export(
             body.read,
             content_type,
             encoding=self.headers.get("content-encoding", ""),
-            dropped=self.headers.get("x-watcher-dropped-spans"),
+            dropped=self.headers.get("x-watcher-dropped-spans") if signal == TRACES else None,
+            signal=signal,
         )
         if not body.whole:  # unread, or read only in part: the connection is out of step
             self._unread = self.close_connection = True
         if outcome.verdict is Verdict.STORED and outcome.result is not None:
-            self._export_response(export_response(outcome.result), content_type)
+            respond = logs_response if signal == LOGS else export_response
+            self._export_response(respond(outcome.result), content_type)
             return
         status, code = _STATUS[outcome.verdict]
         self._status(status, code, outcome.message, content_type, outcome.retry_after_s)
 
-    def _export_response(self, response: ExportTraceServiceResponse, content_type: str) -> None:
+    def _export_response(self, response: Message, content_type: str) -> None:
         if _is_json(content_type):
             self._send(200, json_format.MessageToJson(response).encode(), "application/json")
         else:

@@ -8,21 +8,31 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsPartialSuccess,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceResponse,
 )
 
+from watcher.ledger import Entry
+
 from ._body import BodyError, inflate
 from ._core import Daemon, IngestResult
-from ._decode import DecodeError, decode_request
+from ._decode import DecodeError, SpanRecord, decode_request
+from ._logs import decode_logs
 
-__all__ = ["MAX_DROPPED_REPORT", "Ingestor", "Outcome", "Verdict", "export_response"]
+__all__ = ["LOGS", "MAX_DROPPED_REPORT", "TRACES", "Ingestor", "Outcome", "Verdict", "export_response", "logs_response"]
 
 log = logging.getLogger("watcher.daemon")
 
 MAX_DROPPED_REPORT = 1_000_000_000
 """The most spans one export's `X-Watcher-Dropped-Spans` may add; a larger number counts as this."""
+
+TRACES, LOGS = "traces", "logs"
+"""The OTLP signals an export may carry: spans, or log records (Claude Code's events, docs/claude-code.md)."""
 
 _MEDIA = frozenset({"application/x-protobuf", "application/protobuf", "application/json"})
 
@@ -31,7 +41,7 @@ class Verdict(enum.Enum):
     """What became of an export, for each port to put in its own status codes."""
 
     STORED = "stored"  # committed (some spans may be rejected: partial success)
-    INVALID = "invalid"  # the body is not an OTLP trace export, or is not whole
+    INVALID = "invalid"  # the body is not an OTLP export of its signal, or is not whole
     TOO_LARGE = "too_large"  # over the size limit, before or after decompression
     UNSUPPORTED = "unsupported"  # a content type or encoding the daemon does not read
     BUSY = "busy"  # no turn came within the wait: retry after `retry_after_s`
@@ -48,6 +58,7 @@ class Outcome:
     retry_after_s: int | None = None
 
 
+_SIGNAL_NAMES = {TRACES: "trace", LOGS: "log"}
 _BODY_VERDICTS = {400: Verdict.INVALID, 413: Verdict.TOO_LARGE, 415: Verdict.UNSUPPORTED}
 _BUSY = Outcome(Verdict.BUSY, "the daemon is busy; retry later", retry_after_s=1)
 _UNAVAILABLE = Outcome(Verdict.UNAVAILABLE, "the ledger is unavailable; retry later", retry_after_s=5)
@@ -71,13 +82,21 @@ class Ingestor:
         self._failure: str | None = None  # why the last commit failed; None once one succeeds
 
     def export(
-        self, read: Callable[[], bytes], content_type: str, *, encoding: str = "", dropped: str | None = None
+        self,
+        read: Callable[[], bytes],
+        content_type: str,
+        *,
+        encoding: str = "",
+        dropped: str | None = None,
+        signal: str = TRACES,
     ) -> Outcome:
         """The outcome of the export whose body `read()` returns (raising BodyError if it cannot).
 
         `read` is called only once the export has its turn, and never for an unsupported
         content type or a busy daemon. `dropped` is the export's `X-Watcher-Dropped-Spans`
         value: counted only when the export is stored, so one resent after a failure counts once.
+        `signal` is TRACES or LOGS: which OTLP export the body is; both share the turns, the
+        limits and the commit, so a log export is as durable as a trace export.
         """
         media = content_type.split(";", 1)[0].strip().lower()
         if media not in _MEDIA:
@@ -86,7 +105,7 @@ class Ingestor:
         if not self._turns.acquire(timeout=self._busy_wait_s):
             return _BUSY
         try:
-            return self._store(read, media, encoding, dropped)
+            return self._store(read, media, encoding, dropped, signal)
         finally:
             self._turns.release()
 
@@ -94,18 +113,25 @@ class Ingestor:
         """None while the ledger takes commits; else why the last commit failed."""
         return self._failure
 
-    def _store(self, read: Callable[[], bytes], media: str, encoding: str, dropped: str | None) -> Outcome:
+    def _store(self, read: Callable[[], bytes], media: str, encoding: str, dropped: str | None, signal: str) -> Outcome:
+        holders: dict[str, str] = {}
+        skipped = None
         try:
             body = inflate(read(), encoding, self.max_request_bytes)
-            holders: dict[str, str] = {}
-            spans = decode_request(body, media, default_request_type=self._daemon.default_request_type, holders=holders)
+            if signal == LOGS:
+                batch = decode_logs(body, media, self._daemon.prices)
+                spans: list[SpanRecord | Entry] = list(batch.entries)
+                skipped = batch.skipped
+            else:
+                default = self._daemon.default_request_type
+                spans = decode_request(body, media, default_request_type=default, holders=holders)
         except BodyError as error:
             return Outcome(_BODY_VERDICTS.get(error.status, Verdict.INVALID), str(error))
         except DecodeError as error:
-            return Outcome(Verdict.INVALID, f"not a valid OTLP trace export: {error}")
+            return Outcome(Verdict.INVALID, f"not a valid OTLP {_SIGNAL_NAMES[signal]} export: {error}")
         del body
         try:
-            result = self._daemon.ingest(spans, holders)
+            result = self._daemon.ingest(spans, holders, skipped=skipped)
         except Exception as error:  # a retry is safe whatever failed: a resent batch is deduplicated
             self._failure = f"the last ledger commit failed: {_describe(error)}"
             log.error("could not store a batch (%s); answering retry-later", _describe(error))
@@ -134,6 +160,16 @@ def export_response(result: IngestResult) -> ExportTraceServiceResponse:
     if result.rejected:
         response.partial_success.CopyFrom(
             ExportTracePartialSuccess(rejected_spans=result.rejected, error_message=result.message)
+        )
+    return response
+
+
+def logs_response(result: IngestResult) -> ExportLogsServiceResponse:
+    """The OTLP answer to a stored log export: empty, or a partial success naming the rejected records."""
+    response = ExportLogsServiceResponse()
+    if result.rejected:
+        response.partial_success.CopyFrom(
+            ExportLogsPartialSuccess(rejected_log_records=result.rejected, error_message=result.message)
         )
     return response
 

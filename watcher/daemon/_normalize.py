@@ -66,6 +66,22 @@ class Normalized:
     holders: dict[str, str] = field(default_factory=dict)
     """Entry key to the allowance its cost was reserved from, for the entries that name one."""
 
+    def reject(self, kind: str, reason: str) -> None:
+        """Counts one rejected record of `kind` (one of `REJECTIONS`), keeping its reason among the first few."""
+        self.rejected += 1
+        self.rejected_by[kind] = self.rejected_by.get(kind, 0) + 1
+        if len(self.rejected_reasons) < MAX_REASONS:
+            self.rejected_reasons.append(reason)
+
+    def add_skipped(self, other: Normalized) -> None:
+        """Adds what `other` (a decoder's own findings) ignored and rejected to these counts, not its entries."""
+        self.ignored += other.ignored
+        self.rejected += other.rejected
+        for kind, count in other.rejected_by.items():
+            self.rejected_by[kind] = self.rejected_by.get(kind, 0) + count
+        room = MAX_REASONS - len(self.rejected_reasons)
+        self.rejected_reasons[:0] = other.rejected_reasons[: max(room, 0)]
+
 
 class _Malformed(Exception):
     """The span claims usage that cannot be taken as it is; the message says why."""
@@ -130,11 +146,8 @@ def normalize(
 
 
 def _reject(result: Normalized, span: SpanRecord | Entry, kind: str, reason: str) -> None:
-    result.rejected += 1
-    result.rejected_by[kind] = result.rejected_by.get(kind, 0) + 1
-    if len(result.rejected_reasons) < MAX_REASONS:
-        name = f"span {span.trace_id}/{span.span_id}" if isinstance(span, SpanRecord) else f"entry {span.key}"
-        result.rejected_reasons.append(f"{name}: {reason}")
+    name = f"span {span.trace_id}/{span.span_id}" if isinstance(span, SpanRecord) else f"entry {span.key}"
+    result.reject(kind, f"{name}: {reason}")
 
 
 def _entry(
