@@ -60,7 +60,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_shipped_table_has_a_version() -> None:
     """The shipped table carries its version string."""
-    assert default_price_table().version == "2026-11-25"
+    assert default_price_table().version == "2026-11-30"
 
 
 def test_default_table_is_built_once() -> None:
@@ -157,7 +157,7 @@ def test_override_sets_unknown_default_and_family(tmp_path: Path) -> None:
 
 def test_override_version_defaults_to_shipped_plus_override(tmp_path: Path) -> None:
     """Without its own ``version``, an overridden table reports the shipped version plus '+override'."""
-    assert load_price_table(write(tmp_path, "")).version == "2026-11-25+override"
+    assert load_price_table(write(tmp_path, "")).version == "2026-11-30+override"
     assert load_price_table(write(tmp_path, 'version = "acme-7"\n')).version == "acme-7"
 
 

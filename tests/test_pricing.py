@@ -158,8 +158,15 @@ CASES = [
     ),
     # 1000 x 25 / 1e6 x 2 = 0.05
     Case("opus_4_8_fast_is_2x", "claude-opus-4-8", TokenUsage(output_tokens=1000, speed="fast"), "0.05"),
-    # 1000 x 25 / 1e6 x 6 = 0.15
-    Case("opus_4_6_fast_is_6x", "claude-opus-4-6", TokenUsage(output_tokens=1000, speed="fast"), "0.15"),
+    # 1000 x 25 / 1e6 x 6 = 0.15, while Opus 4.6 still had fast mode
+    Case(
+        "opus_4_6_fast_is_6x",
+        "claude-opus-4-6",
+        TokenUsage(output_tokens=1000, speed="fast"),
+        "0.15",
+        (),
+        day(2026, 9, 25),
+    ),
     # 1000 x 40 / 1e6 x 2 = 0.08
     Case("fable_5_2_fast_is_2x", "claude-fable-5-2", TokenUsage(output_tokens=1000, speed="fast"), "0.08"),
     # fast mode removed from Opus 4.8 on 2026-11-30: 1000 x 25 / 1e6 = 0.025 at 1x, flagged
@@ -343,3 +350,20 @@ def test_total_of_empty_usage_is_zero() -> None:
     """No tokens and no searches cost exactly nothing."""
     cost = default_price_table().cost("claude-opus-4-5", TokenUsage(), at=AT)
     assert isinstance(cost, Cost) and cost.total_usd == 0
+
+
+def test_fast_mode_on_opus_4_7_and_4_6_ended_on_its_dated_days() -> None:
+    """A response reporting fast speed costs 6x until each model's fast mode ended, then 1x and is flagged."""
+    table = default_price_table()
+    usage = TokenUsage(input_tokens=1000, output_tokens=100, speed="fast")
+    standard = Decimal("0.0075")  # 1000 x $5/M + 100 x $25/M
+    cases = [
+        ("claude-opus-4-7", datetime(2026, 7, 23, 23, 59, tzinfo=UTC), 6),
+        ("claude-opus-4-7", datetime(2026, 7, 24, tzinfo=UTC), 1),
+        ("claude-opus-4-6", datetime(2026, 9, 25, 23, 59, tzinfo=UTC), 6),
+        ("claude-opus-4-6", datetime(2026, 9, 26, tzinfo=UTC), 1),
+    ]
+    for model, at, multiplier in cases:
+        cost = table.cost(model, usage, at=at)
+        assert cost.total_usd == standard * multiplier, (model, at)
+        assert ("fast_unsupported" in cost.flags) is (multiplier == 1), (model, at)
