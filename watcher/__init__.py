@@ -1,6 +1,6 @@
 """watcher: spend observability and budget enforcement for applications that call the Claude API."""
 
-from ._instrument._context import request_type
+from ._instrument._context import attributes, request_type
 from ._instrument._hook import flush, instrument, uninstrument
 from ._version import __version__
 from .exceptions import BudgetExceeded, ConfigError, PricingError, WatcherError
@@ -13,6 +13,7 @@ __all__ = [
     "Settings",
     "WatcherError",
     "__version__",
+    "attributes",
     "flush",
     "instrument",
     "request_type",

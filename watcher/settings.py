@@ -100,6 +100,26 @@ class Settings(BaseSettings):
     capture_content: bool = False
     """Put prompts and responses on spans. Off by default: spend data needs no content."""
 
+    attribute_names: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["user", "tenant", "session", "conversation", "agent"]
+    )
+    """The dimension names `watcher.attributes(...)` and OpenTelemetry baggage may put on spans, comma-separated
+    (docs/spans.md#dimensions); a name not listed is dropped, and logged once. `user`, `session`, `conversation`
+    and `agent` go to their semantic-convention attributes, any other name to `watcher.attr.<name>`."""
+
+    attribute_max_length: Annotated[int, Field(ge=1, le=4096)] = 128
+    """The most characters a dimension's value keeps on a span; a longer value is cut to it and its name is
+    listed in the span's `watcher.attributes.truncated`."""
+
+    hash_user_ids: bool = False
+    """Send a keyed hash of the `user` dimension in `enduser.id` instead of the id itself (HMAC-SHA256, 32 hex
+    digits): equal users stay equal, ids are not revealed (docs/spans.md#hashing-user-ids)."""
+
+    attribute_hash_key: SecretStr | None = None
+    """The secret user ids are hashed with when WATCHER_HASH_USER_IDS is on; none means a random key kept in
+    `user-id-hash.key` in the state directory, made on first use (0600). Give every process of a fleet the
+    same key, or the same user hashes differently on each host."""
+
     prices_file: Path | None = None
     """A TOML file of model prices that adds to or overrides the shipped price table (docs/pricing.md)."""
 
@@ -208,6 +228,21 @@ class Settings(BaseSettings):
     def _factor_above_one(cls, value: float) -> float:
         if value != 0 and not 1 < value < float("inf"):
             raise ValueError(f"must be above 1 (e.g. 2), or 0 to turn the check off; got {value}")
+        return value
+
+    @field_validator("attribute_names", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+    @field_validator("attribute_names")
+    @classmethod
+    def _names_are_identifiers(cls, value: list[str]) -> list[str]:
+        bad = [name for name in value if not (name.isidentifier() and name.isascii() and len(name) <= 64)]
+        if bad:
+            raise ValueError(f"names must be ASCII identifiers of at most 64 characters (e.g. tenant), got {bad}")
         return value
 
     @field_validator("alert_urls", mode="before")

@@ -16,6 +16,7 @@ from .._client import DaemonClient
 from ..pricing import PriceTable, load_price_table
 from ..settings import Settings
 from ._allowance import Allowances
+from ._dimensions import DimensionPolicy, key_source
 from ._failures import flush_failures
 from ._fork import in_child
 from ._killswitch import KillSwitchPoller
@@ -54,7 +55,9 @@ def instrument(
         settings = settings if settings is not None else Settings()
         prices = price_table if price_table is not None else load_price_table(settings.prices_file)
         tracer = TracerChoice(settings, tracer_provider)
-        recorder = Recorder(tracer, prices, settings.default_request_type, settings.capture_content, clock_ns)
+        recorder = Recorder(
+            tracer, prices, settings.default_request_type, settings.capture_content, clock_ns, _dimensions(settings)
+        )
         poller = _poller(settings)
         allowances = _allowances(settings, poller, recorder) if poller else None
         reserver = Reserver(prices, clock_ns) if allowances else None
@@ -213,3 +216,12 @@ def _exit_in_child() -> None:
 _CHILD = _Child()
 _ordered = False
 os.register_at_fork(after_in_child=_in_child)
+
+
+def _dimensions(settings: Settings) -> DimensionPolicy:
+    """The dimension policy the settings ask for: allowed names, value cap, and user-id hashing's key."""
+    hash_key = None
+    if settings.hash_user_ids:
+        secret = settings.attribute_hash_key.get_secret_value() if settings.attribute_hash_key else None
+        hash_key = key_source(secret, settings.state_dir)
+    return DimensionPolicy(settings.attribute_names, settings.attribute_max_length, hash_key)

@@ -14,7 +14,7 @@ from anthropic import APIRequest, Middleware
 from ..exceptions import BudgetExceeded
 from ..pricing import bedrock_endpoint, vertex_endpoint
 from ._allowance import Allowances
-from ._context import current_request_type, suppressed
+from ._context import Dimensions, current_attributes, current_request_type, suppressed
 from ._count import count_input, count_input_async
 from ._estimate import input_tokens_bound
 from ._failures import report_failure
@@ -98,7 +98,7 @@ class Hook:
         self.guard = guard
         self.allowances, self.reserver = allowances, reserver
         self.count_tokens = count_tokens
-        self._batch_types: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+        self._batch_types: OrderedDict[str, tuple[str, str | None, Dimensions | None]] = OrderedDict()
         self._batch_lock = threading.Lock()
 
     def begin(
@@ -128,6 +128,7 @@ class Hook:
             platform=platform,
             start_ns=self.recorder.clock_ns(),
             stream=bool(request.stream and route == MESSAGE),
+            dimensions=current_attributes(),
         )
         call.endpoint = endpoint_of(platform, call.request_model, request.url, location)
         if route == MESSAGE:
@@ -154,8 +155,8 @@ class Hook:
             if suppressed(call.parent):
                 return None, _NOTHING_WAITS
             call.batch_id = _batch_id(request)
-            default = (self.recorder.default_request_type, None)
-            call.request_type, call.holder = self._batch_types.get(call.batch_id, default)
+            default = (self.recorder.default_request_type, None, call.dimensions)
+            call.request_type, call.holder, call.dimensions = self._batch_types.get(call.batch_id, default)
         return call, _NOTHING_WAITS
 
     def _covering(self, call: CallInfo, models: set[str | None]) -> tuple[str, ...]:
@@ -295,7 +296,7 @@ class Hook:
         elif route == BATCH_CREATE:
             if call.reservation is not None:
                 call.reservation.keep()
-            self._remember_batch(field_of(parsed, "id"), call.request_type, call.holder)
+            self._remember_batch(field_of(parsed, "id"), call)
         else:
             _wrap_items(parsed, lambda item: self._batch_item(call, item), _noop)
 
@@ -313,12 +314,14 @@ class Hook:
         attach_body_watch(response.http_response, tally.finish)
         _wrap_items(stream, tally.item, tally.finish)
 
-    def _remember_batch(self, batch_id: object, request_type: str, holder: str | None) -> None:
-        """Keeps a created batch's request type, and the allowance its worst case was reserved from, for its
-        results: their cost is credited there."""
+    def _remember_batch(self, batch_id: object, call: CallInfo) -> None:
+        """Keeps a created batch's request type, the allowance its worst case was reserved from (their cost is
+        credited there) and its dimensions, with the baggage of the context it was created in, for its
+        results; results of a batch not remembered take the dimensions of the context that fetches them."""
         if isinstance(batch_id, str):
+            dimensions = {**self.recorder.dimensions.from_baggage(call.parent), **(call.dimensions or {})}
             with self._batch_lock:
-                self._batch_types[batch_id] = (request_type, holder)
+                self._batch_types[batch_id] = (call.request_type, call.holder, dimensions)
                 while len(self._batch_types) > _MAX_BATCHES:
                     self._batch_types.popitem(last=False)
 

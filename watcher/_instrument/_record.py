@@ -14,6 +14,8 @@ from opentelemetry.util.types import AttributeValue
 
 from ..pricing import PriceTable, TokenUsage
 from ._allowance import Reservation
+from ._context import Dimensions
+from ._dimensions import DimensionPolicy
 from ._failures import report_failure
 from ._pending import Pending
 from ._tracer import TracerChoice
@@ -54,6 +56,7 @@ class CallInfo:
     reservation: Reservation | None = None  # the worst case taken from this process's allowance, settled here
     holder: str | None = None  # the allowance the cost is credited to at the daemon
     endpoint: str | None = None  # Bedrock or Vertex AI: "global" or "regional" (priced with a premium)
+    dimensions: Dimensions | None = None  # the `watcher.attributes` blocks' values; baggage is read from `parent`
 
 
 def _token_attributes(usage: TokenUsage) -> Attributes:
@@ -97,8 +100,10 @@ class Recorder:
         default_request_type: str,
         capture_content: bool,
         clock_ns: Callable[[], int] = time.time_ns,
+        dimensions: DimensionPolicy | None = None,
     ) -> None:
         self.tracer = tracer
+        self.dimensions = dimensions if dimensions is not None else DimensionPolicy()
         self.clock_ns = clock_ns
         self.prices = prices
         self.default_request_type = default_request_type
@@ -227,6 +232,7 @@ class Recorder:
             attributes["watcher.batch.id"] = call.batch_id
         if call.holder:
             attributes["watcher.allowance.holder"] = call.holder
+        attributes.update(self.dimensions.attributes(call.dimensions, call.parent))
         if call.content:
             attributes.update(call.content)
         if extra:
