@@ -1,5 +1,6 @@
 """OTLP/gRPC ingestion on its own port: traces (for OpenTelemetry Collectors whose load balancer speaks
-only gRPC) and logs (Claude Code's events, docs/claude-code.md), with the same token, limits and answers."""
+only gRPC), logs and metrics (Claude Code's events and cost, docs/claude-code.md), with the same token,
+limits and answers."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from google.rpc.status_pb2 import Status
 
 from ._auth import bearer_ok
 from ._core import IngestResult
-from ._ingest import LOGS, TRACES, Ingestor, Verdict, export_response, logs_response
+from ._ingest import LOGS, METRICS, TRACES, Ingestor, Verdict, export_response, logs_response, metrics_response
 
 __all__ = ["start_grpc"]
 
 _SERVICES: dict[str, tuple[str, Callable[[IngestResult], Message]]] = {
     "opentelemetry.proto.collector.trace.v1.TraceService": (TRACES, export_response),
     "opentelemetry.proto.collector.logs.v1.LogsService": (LOGS, logs_response),
+    "opentelemetry.proto.collector.metrics.v1.MetricsService": (METRICS, metrics_response),
 }
 """Each OTLP service the port serves: the signal its requests carry, and how a stored export is answered."""
 _CODES = {
