@@ -163,12 +163,13 @@ def test_delta_points_are_stored_as_reported(daemon: Running, tmp_path: Path) ->
 
 
 def test_cumulative_points_give_their_increases_and_resets_are_detected(daemon: Running, tmp_path: Path) -> None:
-    """0.10, 0.25 -> 0.10 and 0.15; a new start time counts its value (0.04); so does a drop in value (0.02)."""
+    """0.10, 0.25 -> 0.10 and 0.15; a new start time counts its whole value (0.40, not 0.15 more); so does a
+    drop in value (0.02)."""
     post(daemon, protobuf_metrics([P(0.10, at(0), at(1))], CUMULATIVE))
     post(daemon, protobuf_metrics([P(0.25, at(0), at(2))], CUMULATIVE))
-    post(daemon, protobuf_metrics([P(0.04, at(3), at(4))], CUMULATIVE))  # restarted: a new start time
+    post(daemon, protobuf_metrics([P(0.40, at(3), at(4))], CUMULATIVE))  # restarted: a new start time
     post(daemon, protobuf_metrics([P(0.02, at(3), at(5))], CUMULATIVE))  # a drop: began again from zero
-    assert costs(tmp_path) == [100_000_000, 150_000_000, 40_000_000, 20_000_000]
+    assert costs(tmp_path) == [100_000_000, 150_000_000, 400_000_000, 20_000_000]
     assert len({row["key"] for row in rows(tmp_path)}) == 4
 
 
