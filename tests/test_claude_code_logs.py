@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from _support import http
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
@@ -297,3 +298,54 @@ def test_a_budget_scoped_to_claude_code_sees_its_spend(daemon: Running) -> None:
     status, body = http(daemon.address + "/v1/killswitch")
     assert status == 200
     assert [switch["budget"] for switch in json.loads(body)["engaged"]] == ["claude-code-daily"]
+
+
+LOGS_EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+
+
+def grpc_logs(daemon: Running, body: bytes, **metadata: str) -> bytes:
+    """The raw answer of a LogsService Export over the daemon's gRPC port; grpc.RpcError otherwise."""
+    assert daemon.grpc_address is not None
+    host, port = daemon.grpc_address
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
+        return channel.unary_unary(LOGS_EXPORT)(body, metadata=tuple(metadata.items()), timeout=60)  # type: ignore[no-any-return]
+
+
+def test_an_api_request_over_grpc_is_stored_once(daemon: Running, tmp_path: Path) -> None:
+    """OTLP/gRPC logs reach the same ledger: stored with its reported cost, a retried export adds nothing."""
+    body = protobuf_export(current_event())
+    answer = ExportLogsServiceResponse.FromString(grpc_logs(daemon, body))
+    assert not answer.HasField("partial_success")
+    assert grpc_logs(daemon, body) == b""
+    [(key, row)] = rows(tmp_path).items()
+    assert (key, row["cost_nanos"], row["request_type"]) == ("req_011Ccurrent", 41_237_000, "claude-code:main")
+    assert (daemon.daemon.counters.stored, daemon.daemon.counters.duplicates) == (1, 1)
+
+
+def test_a_malformed_record_over_grpc_is_a_partial_success(daemon: Running, tmp_path: Path) -> None:
+    """The gRPC answer is an ExportLogsServiceResponse naming the rejected records, not a trace response."""
+    body = protobuf_export(current_event("req_bad", input_tokens=-5), current_event("req_good"))
+    partial = ExportLogsServiceResponse.FromString(grpc_logs(daemon, body)).partial_success
+    assert partial.rejected_log_records == 1
+    assert list(rows(tmp_path)) == ["req_good"]
+
+
+def test_grpc_logs_need_the_token(tmp_path: Path) -> None:
+    """Without the daemon's token a gRPC log export is UNAUTHENTICATED and stores nothing; with it, stored."""
+    running = _start(tmp_path, token="s3cret")
+    try:
+        with pytest.raises(grpc.RpcError) as refused:
+            grpc_logs(running, protobuf_export(current_event()))
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert rows(tmp_path) == {}
+        grpc_logs(running, protobuf_export(current_event()), authorization="Bearer s3cret")
+        assert list(rows(tmp_path)) == ["req_011Ccurrent"]
+    finally:
+        running.stop()
+
+
+def test_garbage_over_grpc_logs_is_invalid_argument(daemon: Running) -> None:
+    """A body that is not a log export is INVALID_ARGUMENT, as for traces."""
+    with pytest.raises(grpc.RpcError) as caught:
+        grpc_logs(daemon, b"\xff\xfenot protobuf")
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

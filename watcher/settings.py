@@ -223,6 +223,12 @@ class Settings(BaseSettings):
     by the daemon's price table is stored as claimed but counted (`watcher_cost_mismatch_total`) and logged
     (docs/ingest.md); must be above 1, or 0 to turn the check off."""
 
+    claude_code_source: Literal["logs", "metrics"] = "logs"
+    """Where Claude Code's spend is taken from (docs/claude-code.md): `logs`, its `api_request` events
+    (`/v1/logs`, one entry per API call, with tokens), or `metrics`, its `claude_code.cost.usage` metric
+    (`/v1/metrics`, for when its events are off). Only the one chosen is counted, the other's exports are
+    accepted and ignored: the two carry no shared key, so a call reported both ways would count twice."""
+
     @field_validator("cost_mismatch_factor")
     @classmethod
     def _factor_above_one(cls, value: float) -> float:

@@ -19,9 +19,9 @@ from google.rpc.status_pb2 import Status
 
 from ._auth import bearer_ok
 from ._body import BodyError, body_length, read_body
-from ._core import Daemon
+from ._core import Daemon, IngestResult
 from ._exposition import Scrape
-from ._ingest import LOGS, TRACES, Ingestor, Verdict, export_response, logs_response
+from ._ingest import LOGS, METRICS, TRACES, Ingestor, Verdict, export_response, logs_response, metrics_response
 from ._lending import LoanRequest
 
 __all__ = ["MAX_WAIT_S", "DaemonServer"]
@@ -37,7 +37,12 @@ _STATUS = {  # HTTP status, and the gRPC code the OTLP Status body carries
 }
 MAX_WAIT_S = 30.0
 """The longest a kill-switch long poll is held (`GET /v1/killswitch?wait=S`); a longer `wait` is cut to it."""
-_EXPORTS = {"/v1/traces": TRACES, "/v1/logs": LOGS}  # OTLP/HTTP path -> the signal its body carries
+_RESPONSES: dict[str, Callable[[IngestResult], Message]] = {
+    TRACES: export_response,
+    LOGS: logs_response,
+    METRICS: metrics_response,
+}
+_EXPORTS = {"/v1/traces": TRACES, "/v1/logs": LOGS, "/v1/metrics": METRICS}  # OTLP/HTTP path -> its signal
 _LINGER_S = 2.0  # how long an unread body is discarded after the answer, so the client reads it
 
 
@@ -179,7 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
         answer(body)
 
     def _export(self, length: int | None, signal: str) -> None:
-        """An OTLP/HTTP export of `signal` (traces or logs): 200 with its export response only once stored."""
+        """An OTLP/HTTP export of `signal` (traces, logs or metrics): 200 with its export response only once stored."""
         content_type = self.headers.get("content-type", "")
         body = _Body(self, length)
         outcome = self.server.ingestor.export(
@@ -192,7 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not body.whole:  # unread, or read only in part: the connection is out of step
             self._unread = self.close_connection = True
         if outcome.verdict is Verdict.STORED and outcome.result is not None:
-            respond = logs_response if signal == LOGS else export_response
+            respond = _RESPONSES[signal]
             self._export_response(respond(outcome.result), content_type)
             return
         status, code = _STATUS[outcome.verdict]

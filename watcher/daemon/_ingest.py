@@ -12,27 +12,49 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsPartialSuccess,
     ExportLogsServiceResponse,
 )
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsPartialSuccess,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceResponse,
 )
 
-from watcher.ledger import Entry
+from watcher.ledger import Entry, to_micros
 
 from ._body import BodyError, inflate
+from ._claude_metrics import CostSeries, Point, decode_metrics
 from ._core import Daemon, IngestResult
 from ._decode import DecodeError, SpanRecord, decode_request
 from ._logs import decode_logs
+from ._normalize import Normalized
 
-__all__ = ["LOGS", "MAX_DROPPED_REPORT", "TRACES", "Ingestor", "Outcome", "Verdict", "export_response", "logs_response"]
+__all__ = [
+    "LOGS",
+    "MAX_DROPPED_REPORT",
+    "METRICS",
+    "SOURCES",
+    "TRACES",
+    "Ingestor",
+    "Outcome",
+    "Verdict",
+    "export_response",
+    "logs_response",
+    "metrics_response",
+]
 
 log = logging.getLogger("watcher.daemon")
 
 MAX_DROPPED_REPORT = 1_000_000_000
 """The most spans one export's `X-Watcher-Dropped-Spans` may add; a larger number counts as this."""
 
-TRACES, LOGS = "traces", "logs"
-"""The OTLP signals an export may carry: spans, or log records (Claude Code's events, docs/claude-code.md)."""
+TRACES, LOGS, METRICS = "traces", "logs", "metrics"
+"""The OTLP signals an export may carry: spans, log records (Claude Code's events, docs/claude-code.md),
+or metric points (Claude Code's cost metric, its fallback)."""
+
+SOURCES = (LOGS, METRICS)
+"""Where Claude Code's spend may come from (`claude_code_source`): one only, since the two cannot be matched."""
 
 _MEDIA = frozenset({"application/x-protobuf", "application/protobuf", "application/json"})
 
@@ -58,7 +80,7 @@ class Outcome:
     retry_after_s: int | None = None
 
 
-_SIGNAL_NAMES = {TRACES: "trace", LOGS: "log"}
+_SIGNAL_NAMES = {TRACES: "trace", LOGS: "log", METRICS: "metric"}
 _BODY_VERDICTS = {400: Verdict.INVALID, 413: Verdict.TOO_LARGE, 415: Verdict.UNSUPPORTED}
 _BUSY = Outcome(Verdict.BUSY, "the daemon is busy; retry later", retry_after_s=1)
 _UNAVAILABLE = Outcome(Verdict.UNAVAILABLE, "the ledger is unavailable; retry later", retry_after_s=5)
@@ -71,15 +93,30 @@ class Ingestor:
     bounded however many arrive together: an export waits up to `busy_wait_s` for its turn,
     then is answered BUSY, its body unread. Storage trouble of any kind is UNAVAILABLE (nothing
     was stored, so a retry is safe) and makes `health()` report it until a commit succeeds.
+
+    Claude Code's spend is taken from one source only, `claude_code_source`: its log events
+    (`logs`) or its cost metric (`metrics`). The two carry no shared key, so the same call sent
+    both ways could not be recognised as one; exports of the other source are decoded (a bad
+    one is still refused) and their records counted as ignored.
     """
 
     def __init__(
-        self, daemon: Daemon, *, max_request_bytes: int, max_concurrent: int = 4, busy_wait_s: float = 5.0
+        self,
+        daemon: Daemon,
+        *,
+        max_request_bytes: int,
+        max_concurrent: int = 4,
+        busy_wait_s: float = 5.0,
+        claude_code_source: str = LOGS,
     ) -> None:
+        if claude_code_source not in SOURCES:
+            raise ValueError(f"claude_code_source must be one of {SOURCES}, not {claude_code_source!r}")
         self._daemon, self.max_request_bytes = daemon, max_request_bytes
         self._turns = threading.BoundedSemaphore(max_concurrent)
         self._busy_wait_s = busy_wait_s
         self._failure: str | None = None  # why the last commit failed; None once one succeeds
+        self._source = claude_code_source
+        self.cost_series = CostSeries(started_ns=to_micros(daemon.books.now()) * 1000)
 
     def export(
         self,
@@ -95,8 +132,8 @@ class Ingestor:
         `read` is called only once the export has its turn, and never for an unsupported
         content type or a busy daemon. `dropped` is the export's `X-Watcher-Dropped-Spans`
         value: counted only when the export is stored, so one resent after a failure counts once.
-        `signal` is TRACES or LOGS: which OTLP export the body is; both share the turns, the
-        limits and the commit, so a log export is as durable as a trace export.
+        `signal` is TRACES, LOGS or METRICS: which OTLP export the body is; all share the turns,
+        the limits and the commit, so a log or metric export is as durable as a trace export.
         """
         media = content_type.split(";", 1)[0].strip().lower()
         if media not in _MEDIA:
@@ -116,12 +153,19 @@ class Ingestor:
     def _store(self, read: Callable[[], bytes], media: str, encoding: str, dropped: str | None, signal: str) -> Outcome:
         holders: dict[str, str] = {}
         skipped = None
+        spans: list[SpanRecord | Entry] = []
+        points: list[Point] = []
         try:
             body = inflate(read(), encoding, self.max_request_bytes)
-            if signal == LOGS:
+            if signal == METRICS:
+                points = decode_metrics(body, media)
+            elif signal == LOGS:
                 batch = decode_logs(body, media, self._daemon.prices)
-                spans: list[SpanRecord | Entry] = list(batch.entries)
+                spans = list(batch.entries)
                 skipped = batch.skipped
+                if self._source != LOGS:  # spend comes from the metrics: the events are not counted
+                    skipped.ignored += len(spans)
+                    spans = []
             else:
                 default = self._daemon.default_request_type
                 spans = decode_request(body, media, default_request_type=default, holders=holders)
@@ -131,7 +175,10 @@ class Ingestor:
             return Outcome(Verdict.INVALID, f"not a valid OTLP {_SIGNAL_NAMES[signal]} export: {error}")
         del body
         try:
-            result = self._daemon.ingest(spans, holders, skipped=skipped)
+            if signal == METRICS:
+                result = self._ingest_points(points)
+            else:
+                result = self._daemon.ingest(spans, holders, skipped=skipped)
         except Exception as error:  # a retry is safe whatever failed: a resent batch is deduplicated
             self._failure = f"the last ledger commit failed: {_describe(error)}"
             log.error("could not store a batch (%s); answering retry-later", _describe(error))
@@ -139,6 +186,21 @@ class Ingestor:
         self._failure = None
         self._count_dropped(dropped)
         return Outcome(Verdict.STORED, result.message, result)
+
+    def _ingest_points(self, points: list[Point]) -> IngestResult:
+        """Stores the entries of metric points; the cumulative series' state moves on only once they are committed.
+
+        With the `logs` source every point is ignored and no state is kept.
+        """
+        if self._source != METRICS:
+            ignored = Normalized()
+            ignored.ignored = len(points)
+            return self._daemon.ingest([], skipped=ignored)
+        with self.cost_series.lock:  # one metric export at a time: each is computed against the last stored
+            batch = self.cost_series.batch(points)
+            result = self._daemon.ingest(batch.entries, skipped=batch.skipped)
+            self.cost_series.advance(batch.updates)
+        return result
 
     def _count_dropped(self, dropped: str | None) -> None:
         """Adds a hook's report of spans its spool dropped; anything but a plain non-negative integer is ignored."""
@@ -170,6 +232,16 @@ def logs_response(result: IngestResult) -> ExportLogsServiceResponse:
     if result.rejected:
         response.partial_success.CopyFrom(
             ExportLogsPartialSuccess(rejected_log_records=result.rejected, error_message=result.message)
+        )
+    return response
+
+
+def metrics_response(result: IngestResult) -> ExportMetricsServiceResponse:
+    """The OTLP answer to a stored metric export: empty, or a partial success naming the rejected points."""
+    response = ExportMetricsServiceResponse()
+    if result.rejected:
+        response.partial_success.CopyFrom(
+            ExportMetricsPartialSuccess(rejected_data_points=result.rejected, error_message=result.message)
         )
     return response
 

@@ -181,6 +181,7 @@ def build(
         max_request_bytes=settings.max_request_bytes,
         max_concurrent=settings.max_concurrent_exports,
         busy_wait_s=settings.busy_wait_s,
+        claude_code_source=settings.claude_code_source,
     )
     metrics = Exposition(metrics_registry(collector))
     server = DaemonServer((host, port), daemon, ingestor, clock=clock, token=token, metrics=metrics)
