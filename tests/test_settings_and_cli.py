@@ -84,7 +84,8 @@ def test_demo_drives_every_request_type_and_flags_the_estimated_model() -> None:
 
 
 def test_the_readme_quick_start_runs_as_written() -> None:
-    """The README's instrumentation snippet, run as an app against the fake API, exports a labelled span."""
+    """The README's instrumentation snippet, run as an app against the fake API, exports a span labelled with its
+    request type and one carrying its dimensions."""
     readme = (ROOT / "README.md").read_text()
     snippet = readme.split("## Instrument your application", 1)[1].split("```python", 1)[1].split("```", 1)[0]
     code = snippet.replace("messages=[...]", 'messages=[{"role": "user", "content": "hi"}]')
@@ -93,9 +94,12 @@ def test_the_readme_quick_start_runs_as_written() -> None:
         env.update(ANTHROPIC_BASE_URL=fake.base_url, ANTHROPIC_API_KEY="test", WATCHER_ENDPOINT=receiver.endpoint)
         done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
-        [span] = receiver.wait_for(1)
-    assert span.attributes["watcher.request_type"] == "extraction"
-    assert span.attributes["gen_ai.request.model"] == "claude-haiku-4-5"
+        labelled, dimensioned = sorted(receiver.wait_for(2), key=lambda s: "enduser.id" in s.attributes)
+    assert labelled.attributes["watcher.request_type"] == "extraction"
+    assert labelled.attributes["gen_ai.request.model"] == "claude-haiku-4-5"
+    assert dimensioned.attributes["enduser.id"] == "u-42"
+    assert dimensioned.attributes["watcher.attr.tenant"] == "acme"
+    assert dimensioned.attributes["gen_ai.agent.name"] == "triage"
 
 
 def test_the_span_capture_example_in_the_testing_docs_passes() -> None:
