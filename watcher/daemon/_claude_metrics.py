@@ -21,7 +21,16 @@ from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-from watcher.daemon._decode import DecodeError, _array, _field, _integer, _json_value, _object, _proto_value
+from watcher.daemon._decode import (
+    DecodeError,
+    _all_proto_attributes,
+    _array,
+    _field,
+    _integer,
+    _json_attributes,
+    _json_document,
+    _object,
+)
 from watcher.daemon._normalize import MALFORMED, Normalized, resource_place
 from watcher.ledger import MAX_MICROS, MAX_USD, Entry, float_to_nanos
 
@@ -247,7 +256,7 @@ def _from_protobuf(body: bytes) -> list[Point]:
         raise DecodeError(f"body is not an OTLP protobuf ExportMetricsServiceRequest: {exc}") from None
     points: list[Point] = []
     for resource_metrics in request.resource_metrics:
-        resource = _proto_attributes(resource_metrics.resource.attributes)
+        resource = _all_proto_attributes(resource_metrics.resource.attributes)
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
                 kind = metric.WhichOneof("data")
@@ -258,28 +267,17 @@ def _from_protobuf(body: bytes) -> list[Point]:
                 for point in data.data_points:
                     value_kind = point.WhichOneof("value")
                     value = getattr(point, value_kind) if value_kind else None
-                    attributes = _proto_attributes(point.attributes)
+                    attributes = _all_proto_attributes(point.attributes)
                     times = (point.start_time_unix_nano, point.time_unix_nano)
                     points.append(Point(metric.name, metric.unit, temporality, attributes, resource, *times, value))
     return points
-
-
-def _proto_attributes(pairs: Iterable[Any]) -> dict[str, object]:
-    return {pair.key: _proto_value(pair.value) for pair in pairs}
 
 
 # --- JSON -------------------------------------------------------------------------------------
 
 
 def _from_json(body: bytes) -> list[Point]:
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise DecodeError(f"body is not valid JSON: {exc}") from None
-    try:
-        return list(_json_points(_object(document)))
-    except RecursionError:
-        raise DecodeError("body nests values too deeply") from None
+    return _json_document(body, _json_points)
 
 
 def _json_points(request: dict[str, Any]) -> Iterator[Point]:
@@ -331,14 +329,3 @@ def _temporality(value: object) -> int:
     if isinstance(value, str):
         return _TEMPORALITIES.get(value, 0)
     return value if type(value) is int and value in (DELTA, CUMULATIVE) else 0
-
-
-def _json_attributes(pairs: object) -> dict[str, object]:
-    found: dict[str, object] = {}
-    for pair in _array(pairs):
-        pair = _object(pair)
-        key = pair.get("key")
-        if not isinstance(key, str):
-            raise DecodeError("attribute key must be a string")
-        found[key] = _json_value(pair.get("value"))
-    return found

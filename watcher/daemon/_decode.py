@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from watcher.daemon._fast import watcher_entry
 from watcher.daemon._normalize import resource_place
@@ -23,6 +23,8 @@ from watcher.exceptions import WatcherError
 from watcher.ledger import Entry
 
 __all__ = ["DecodeError", "SpanRecord", "decode_request"]
+
+T = TypeVar("T")
 
 _PROTOBUF = frozenset({"application/x-protobuf", "application/protobuf"})
 _JSON = "application/json"
@@ -141,12 +143,18 @@ def _proto_value(value: Any) -> object:
 
 
 def _from_json(body: bytes) -> list[SpanRecord | Entry]:
+    return _json_document(body, _json_spans)
+
+
+def _json_document(body: bytes, walk: Callable[[dict[str, Any]], Iterable[T]]) -> list[T]:
+    """What `walk` finds in the OTLP/JSON export `body` (traces, logs or metrics); DecodeError for a body that is
+    not a JSON object, or nests too deeply."""
     try:
         document = json.loads(body)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise DecodeError(f"body is not valid JSON: {exc}") from None
     try:
-        return list(_json_spans(_object(document)))
+        return list(walk(_object(document)))
     except RecursionError:
         raise DecodeError("body nests values too deeply") from None
 
@@ -175,16 +183,22 @@ def _json_span(span: dict[str, Any], resource: dict[str, object]) -> SpanRecord:
     )
 
 
-def _json_attributes(pairs: object, wanted: frozenset[str]) -> dict[str, object]:
+def _json_attributes(pairs: object, wanted: frozenset[str] | None = None) -> dict[str, object]:
+    """The JSON key-value list `pairs` as a dict: the keys in `wanted`, or every key when it is None."""
     found: dict[str, object] = {}
     for pair in _array(pairs):
         pair = _object(pair)
         key = pair.get("key")
         if not isinstance(key, str):
             raise DecodeError("attribute key must be a string")
-        if key in wanted:
+        if wanted is None or key in wanted:
             found[key] = _json_value(pair.get("value"))
     return found
+
+
+def _all_proto_attributes(pairs: Iterable[Any]) -> dict[str, object]:
+    """Every protobuf key-value pair of `pairs` as a dict (logs and metrics keep all their attributes)."""
+    return {pair.key: _proto_value(pair.value) for pair in pairs}
 
 
 def _json_value(value: object) -> object:

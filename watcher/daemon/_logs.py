@@ -10,7 +10,6 @@ all raises `DecodeError`, as for traces.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -21,9 +20,12 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from watcher.daemon._decode import (
     DecodeError,
+    _all_proto_attributes,
     _array,
     _field,
     _integer,
+    _json_attributes,
+    _json_document,
     _json_value,
     _object,
     _proto_value,
@@ -308,10 +310,10 @@ def _from_protobuf(body: bytes) -> list[_Record]:
         raise DecodeError(f"body is not an OTLP protobuf ExportLogsServiceRequest: {exc}") from None
     records: list[_Record] = []
     for resource_logs in request.resource_logs:
-        resource = _proto_attributes(resource_logs.resource.attributes)
+        resource = _all_proto_attributes(resource_logs.resource.attributes)
         for scope_logs in resource_logs.scope_logs:
             for log in scope_logs.log_records:
-                attributes = _proto_attributes(log.attributes)
+                attributes = _all_proto_attributes(log.attributes)
                 body_value = _proto_value(log.body) if log.HasField("body") else None
                 records.append(
                     _Record(body_value, attributes, log.time_unix_nano, log.observed_time_unix_nano, resource)
@@ -319,22 +321,11 @@ def _from_protobuf(body: bytes) -> list[_Record]:
     return records
 
 
-def _proto_attributes(pairs: Iterable[Any]) -> dict[str, object]:
-    return {pair.key: _proto_value(pair.value) for pair in pairs}
-
-
 # --- JSON -------------------------------------------------------------------------------------
 
 
 def _from_json(body: bytes) -> list[_Record]:
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise DecodeError(f"body is not valid JSON: {exc}") from None
-    try:
-        return list(_json_records(_object(document)))
-    except RecursionError:
-        raise DecodeError("body nests values too deeply") from None
+    return _json_document(body, _json_records)
 
 
 def _json_records(request: dict[str, Any]) -> Iterator[_Record]:
@@ -352,14 +343,3 @@ def _json_records(request: dict[str, Any]) -> Iterator[_Record]:
                     _integer(_field(log, "observedTimeUnixNano", "observed_time_unix_nano") or 0, _UINT64),
                     resource_attributes,
                 )
-
-
-def _json_attributes(pairs: object) -> dict[str, object]:
-    found: dict[str, object] = {}
-    for pair in _array(pairs):
-        pair = _object(pair)
-        key = pair.get("key")
-        if not isinstance(key, str):
-            raise DecodeError("attribute key must be a string")
-        found[key] = _json_value(pair.get("value"))
-    return found
