@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from watcher.ledger import from_nanos, to_nanos
 
@@ -98,6 +98,13 @@ class Override:
     seq: int
     until: datetime | None
     spend_usd: Decimal | None
+
+    @classmethod
+    def of_row(cls, row: tuple[Any, ...]) -> Override:
+        """From a stored row: (action, at_us, seq, until_us, spend_nanos), as both backends keep it."""
+        action, at, seq, until, spend = row
+        until_at = None if until is None else _moment(until)
+        return cls(action, _moment(at), seq, until_at, None if spend is None else from_nanos(spend))
 
 
 def _use_wal(db: sqlite3.Connection, patience_s: float = 5.0) -> None:
@@ -355,11 +362,7 @@ class StateStore:
                 "WHERE budget = ? AND window_start_us = ?",
                 (budget, _us(window_start)),
             ).fetchone()
-        if row is None:
-            return None
-        action, at, seq, until, spend = row
-        until_at = None if until is None else _moment(until)
-        return Override(action, _moment(at), seq, until_at, None if spend is None else from_nanos(spend))
+        return None if row is None else Override.of_row(row)
 
     def lend(
         self,

@@ -13,7 +13,7 @@ from psycopg_pool import ConnectionPool
 
 from watcher._urls import hide_password
 from watcher.exceptions import ConfigError
-from watcher.ledger import from_nanos, to_nanos
+from watcher.ledger import to_nanos
 
 from ._schema_postgres import migrate
 from ._state import _ON, BudgetEvent, Delivery, EventRecord, Override, _latest_engaged, _moment, _new_grant, _us
@@ -258,11 +258,7 @@ class PostgresStateStore:
                 "WHERE budget = %s AND window_start_us = %s",
                 (budget, _us(window_start)),
             ).fetchone()
-        if row is None:
-            return None
-        action, at, seq, until, spend = row
-        until_at = None if until is None else _moment(until)
-        return Override(action, _moment(at), seq, until_at, None if spend is None else from_nanos(spend))
+        return None if row is None else Override.of_row(row)
 
     def lend(
         self,

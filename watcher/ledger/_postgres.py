@@ -24,6 +24,7 @@ from watcher._urls import hide_password
 from watcher.exceptions import ConfigError
 from watcher.ledger._entry import Entry, Scope
 from watcher.ledger._store import (
+    BREAKDOWN_SUMS,
     DIMENSIONS,
     AppendResult,
     BreakdownRow,
@@ -134,21 +135,7 @@ _RECONNECT_S = 5.0
 gives up; the next call then starts a new attempt at once. Short, so the back-off never grows past a few seconds
 and a daemon whose server comes back after a long outage reconnects within seconds, not minutes."""
 _SPEND_PART = "(SELECT SUM(cost_nanos) FROM {table} WHERE {column} >= %s AND {column} < %s{condition})"
-_BREAKDOWN_SUMS = ", ".join(
-    f"SUM({expression})"
-    for expression in (
-        "cost_nanos",
-        "input_tokens",
-        "output_tokens",
-        "cache_read_tokens",
-        "cache_write_5m_tokens",
-        "cache_write_1h_tokens",
-        "CASE WHEN estimated THEN cost_nanos ELSE 0 END",
-        "cache_read_savings_nanos",
-        "cache_write_premium_nanos",
-        "batch_savings_nanos",
-    )
-)
+_BREAKDOWN_SUMS = ", ".join(f"SUM({expression})" for expression in BREAKDOWN_SUMS)
 
 Pool = ConnectionPool[psycopg.Connection[tuple[Any, ...]]]
 

@@ -21,6 +21,7 @@ from typing import Any
 from watcher.exceptions import ConfigError
 from watcher.ledger._entry import Entry, Scope
 from watcher.ledger._store import (
+    BREAKDOWN_SUMS,
     DIMENSIONS,
     AppendResult,
     BreakdownRow,
@@ -391,21 +392,7 @@ def _exact_pairs(sums: Sequence[int | None]) -> list[int]:
 
 
 _COST_SUM = {"entries": _wide_sum("cost_nanos"), "hourly": f"SUM(cost_high), {_wide_sum('cost_nanos')}"}
-_BREAKDOWN_SUMS = ", ".join(
-    _wide_sum(expression)
-    for expression in (
-        "cost_nanos",
-        "input_tokens",
-        "output_tokens",
-        "cache_read_tokens",
-        "cache_write_5m_tokens",
-        "cache_write_1h_tokens",
-        "CASE WHEN estimated THEN cost_nanos ELSE 0 END",
-        "cache_read_savings_nanos",
-        "cache_write_premium_nanos",
-        "batch_savings_nanos",
-    )
-)
+_BREAKDOWN_SUMS = ", ".join(_wide_sum(expression) for expression in BREAKDOWN_SUMS)
 
 
 def _scope_filter(conn: sqlite3.Connection, scope: Scope) -> tuple[str, list[str]] | None:

@@ -11,6 +11,7 @@ from typing import Protocol
 from watcher.ledger._entry import NANOS_PER_USD, Entry, Scope, from_micros, from_nanos, to_micros, to_nanos
 
 __all__ = [
+    "BREAKDOWN_SUMS",
     "DIMENSIONS",
     "NANOS_PER_USD",
     "AppendResult",
@@ -160,6 +161,22 @@ def dimension_values(entries: Sequence[Entry]) -> set[tuple[str, str]]:
         *(("service", e.service) for e in entries),
         *(("environment", e.environment) for e in entries),
     }
+
+
+BREAKDOWN_SUMS = (
+    "cost_nanos",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "CASE WHEN estimated THEN cost_nanos ELSE 0 END",
+    "cache_read_savings_nanos",
+    "cache_write_premium_nanos",
+    "batch_savings_nanos",
+)
+"""The SQL a breakdown sums over the entries, in the order `breakdown_row` reads its `sums`: each backend wraps
+them in its own SUM."""
 
 
 def breakdown_row(key: str, requests: int, sums: Sequence[int]) -> BreakdownRow:
