@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -62,3 +63,26 @@ def corrupt_a_page_of_entries(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[(root - 1) * size : root * size] = b"\xff" * size
     path.write_bytes(bytes(data))
+
+
+def race(count: int, work: Callable[[int], Any]) -> list[Any]:
+    """Runs `work(i)` for i in range(count) on that many threads released together; their results in order."""
+    gate = threading.Barrier(count)
+    results: list[Any] = [None] * count
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        gate.wait()
+        try:
+            results[i] = work(i)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results

@@ -7,16 +7,15 @@ Every test runs on two stores of one SQLite file (daemons on one machine) and of
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from _postgres import fresh_database
+from _support import race
 
 from watcher.daemon import BudgetEvent, Delivery, Dispatcher, StateStorage, StateStore
 
@@ -285,29 +284,6 @@ def test_a_daemon_that_stops_gives_up_its_leases_and_another_takes_over_at_once(
     assert second.dispatcher.tick() == 1
     second.dispatcher.deliver_due()
     assert second.chat.received == [crossing.message] and second.mail.tries == 0
-
-
-def race(count: int, work: Callable[[int], Any]) -> list[Any]:
-    """Runs `work(i)` for i in range(count) on that many threads released together; their results in order."""
-    gate = threading.Barrier(count)
-    results: list[Any] = [None] * count
-    errors: list[BaseException] = []
-
-    def run(i: int) -> None:
-        gate.wait()
-        try:
-            results[i] = work(i)
-        except BaseException as error:
-            errors.append(error)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return results
 
 
 def test_of_daemons_racing_to_take_over_expired_events_exactly_one_delivers_each(places: Places) -> None:

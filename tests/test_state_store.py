@@ -7,18 +7,17 @@ import os
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import closing, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from _postgres import SERVER, fresh_database
+from _support import race
 
 from watcher.daemon import BudgetEvent, Delivery, StateStorage, open_state_store
 from watcher.daemon import _schema as sqlite_schema
@@ -100,29 +99,6 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 
 def event(kind: str = "kill", *, budget: str = "daily", window: datetime = WINDOW, cause: int = 0) -> BudgetEvent:
     return BudgetEvent(budget, window, kind, window + timedelta(hours=3), f"{budget} {kind}", cause)
-
-
-def race(count: int, work: Callable[[int], Any]) -> list[Any]:
-    """Runs `work(i)` for i in range(count) on that many threads released together; their results in order."""
-    gate = threading.Barrier(count)
-    results: list[Any] = [None] * count
-    errors: list[BaseException] = []
-
-    def run(i: int) -> None:
-        gate.wait()
-        try:
-            results[i] = work(i)
-        except BaseException as error:
-            errors.append(error)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return results
 
 
 # --- budget events -----------------------------------------------------------------------------------
